@@ -1,0 +1,107 @@
+//! The confirmed publisher: a publish counts only once the broker has confirmed it.
+
+use std::time::Duration;
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::AMQPValue;
+use std::sync::Arc;
+
+use lapin::{BasicProperties, Channel, Connection};
+use tokio::sync::Mutex;
+
+use crate::error::{RelayError, Result};
+
+/// How long a broker confirm may take before the publish counts as failed.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Publishes with publisher confirms. Owns its connection and opens it again after the
+/// broker went away, so a broker restart delays publishes instead of breaking them. Cheap
+/// to clone; clones share the connection.
+#[derive(Clone)]
+pub struct Publisher {
+    url: Arc<str>,
+    open: Arc<Mutex<Option<(Connection, Channel)>>>,
+}
+
+impl Publisher {
+    /// Connects and opens a channel in confirm mode.
+    pub async fn connect(url: &str) -> anyhow::Result<Publisher> {
+        let p = Publisher {
+            url: url.into(),
+            open: Arc::new(Mutex::new(None)),
+        };
+        p.channel().await?;
+        Ok(p)
+    }
+
+    /// The open confirm channel, reconnecting if it is gone.
+    async fn channel(&self) -> Result<Channel> {
+        let mut open = self.open.lock().await;
+        if let Some((_, ch)) = open.as_ref() {
+            if ch.status().connected() {
+                return Ok(ch.clone());
+            }
+        }
+        if let Some((conn, _)) = open.take() {
+            let _ = conn.close(200, "reconnecting".into()).await;
+        }
+        let conn = super::connect(&self.url, "voucher-relay publisher")
+            .await
+            .map_err(|e| RelayError::NotConfirmed(e.to_string()))?;
+        let ch = conn.create_channel().await?;
+        ch.confirm_select(ConfirmSelectOptions::default()).await?;
+        *open = Some((conn, ch.clone()));
+        Ok(ch)
+    }
+
+    /// Closes the connection.
+    pub async fn close(&self) {
+        if let Some((conn, _)) = self.open.lock().await.take() {
+            let _ = conn.close(200, "shutting down".into()).await;
+        }
+    }
+
+    /// Publishes and waits for the broker's confirm.
+    pub async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<()> {
+        let channel = self.channel().await?;
+        let confirm = async {
+            let pending = channel
+                .basic_publish(
+                    exchange.into(),
+                    routing_key.into(),
+                    BasicPublishOptions::default(),
+                    body,
+                    properties,
+                )
+                .await?;
+            pending.await
+        };
+        match tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
+            Ok(Ok(c)) if c.is_ack() => Ok(()),
+            Ok(Ok(_)) => Err(RelayError::NotConfirmed(format!("{exchange}/{routing_key}"))),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(RelayError::Timeout("publisher confirm")),
+        }
+    }
+}
+
+/// Properties for a persistent JSON message.
+pub fn json_properties() -> BasicProperties {
+    BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_delivery_mode(2)
+}
+
+/// Adds a string header to a property set.
+pub fn with_header(props: BasicProperties, key: &str, value: &str) -> BasicProperties {
+    let mut headers = props.headers().clone().unwrap_or_default();
+    headers.insert(key.into(), AMQPValue::LongString(value.into()));
+    props.with_headers(headers)
+}
+

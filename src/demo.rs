@@ -1,0 +1,415 @@
+//! `voucher-relay demo`: the whole path in one process.
+//!
+//! Starts the CSQ sandbox, a callback receiver that verifies every signature, and the
+//! relay's workers; publishes a mixed batch (successes, declines, one duplicate and a few
+//! malformed commands) through RabbitMQ; and prints a table of outcomes by status. It uses
+//! the `demo.` name prefix on the broker so it never mixes with a relay already running.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Write;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use base64::Engine;
+use futures_util::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use serde_json::{Value, json};
+
+use crate::broker::{self, Publisher, publisher::json_properties};
+use crate::command::{Outcome, Status};
+use crate::config::{Config, Env, ProcessEnv};
+use crate::providers::csq::sandbox::{OPERATOR_DECLINE, OPERATOR_OK};
+use crate::webhook::SigningKey;
+use crate::workers::Relay;
+use crate::{sandbox, store, telemetry};
+
+/// The process environment, with the demo's defaults for what a new user has not set.
+struct DemoEnv {
+    defaults: BTreeMap<String, String>,
+}
+
+impl Env for DemoEnv {
+    fn get(&self, name: &str) -> Option<String> {
+        ProcessEnv.get(name).or_else(|| self.defaults.get(name).cloned())
+    }
+}
+
+/// One published message and what the demo expects of it.
+struct Sent {
+    correlation_id: String,
+    /// (source, command_id) when the body has them.
+    key: Option<(String, String)>,
+    expected: Status,
+    has_callback: bool,
+}
+
+/// Callbacks received, by verified signature.
+#[derive(Default)]
+struct Received {
+    verified: Vec<Outcome>,
+    bad_signatures: usize,
+}
+
+type Inbox = Arc<Mutex<Received>>;
+
+/// Runs the demo with `total` commands.
+pub async fn run(config_path: &Path, total: usize) -> anyhow::Result<()> {
+    telemetry::init_logging("error");
+    let total = total.max(20);
+    let secret = format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>())
+    );
+    let env = DemoEnv {
+        defaults: BTreeMap::from([
+            ("WEBHOOK_SIGNING_SECRET".to_string(), secret),
+            ("CSQ_USER".to_string(), sandbox::DEFAULT_CSQ_USER.to_string()),
+            ("CSQ_PASSWORD".to_string(), sandbox::DEFAULT_CSQ_PASSWORD.to_string()),
+        ]),
+    };
+    let mut config = Config::load(config_path, &env, true)?;
+    config.broker.name_prefix = "demo.".into();
+    preflight(&config).await?;
+
+    // The CSQ sandbox and the callback receiver, on free ports.
+    let csq = sandbox::csq_from_env(&config, &env);
+    let csq_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    config.providers.csq.base_url = format!("http://{}", csq_listener.local_addr()?);
+    let csq_task = tokio::spawn(csq.clone().serve(csq_listener));
+    let inbox: Inbox = Arc::default();
+    let key = SigningKey::parse(&config.secrets.webhook_signing_secret)
+        .map_err(|e| anyhow::anyhow!("WEBHOOK_SIGNING_SECRET: {e}"))?;
+    let hook_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let hook_url = format!("http://{}/hooks/vouchers", hook_listener.local_addr()?);
+    let hook_app = Router::new()
+        .route("/hooks/vouchers", post(receive))
+        .with_state((key, inbox.clone()));
+    let hook_task = tokio::spawn(async move { axum::serve(hook_listener, hook_app).await });
+
+    let relay = Relay::start(config.clone()).await?;
+
+    // A private reply queue: every command asks for its outcome there too.
+    let conn = broker::connect(&config.broker.url, "voucher-relay demo").await?;
+    let ch = conn.create_channel().await?;
+    let reply_queue = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    let mut replies = ch
+        .basic_consume(reply_queue.name().clone(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await?;
+
+    let source = format!("demo-{}", chrono::Utc::now().format("%Y%m%d%H%M%S%3f"));
+    let batch = build_batch(&source, &hook_url, total);
+    println!(
+        "voucher-relay demo: publishing {} commands to {}{} (source {source})",
+        batch.len(),
+        config.broker.name_prefix,
+        config.broker.commands_exchange
+    );
+    let started = Instant::now();
+    let publisher = Publisher::connect(&config.broker.url).await?;
+    let exchange = config.name(&config.broker.commands_exchange);
+    let mut sent = Vec::with_capacity(batch.len());
+    for (routing_key, body, s) in batch {
+        let props = json_properties()
+            .with_reply_to(reply_queue.name().as_str().into())
+            .with_correlation_id(s.correlation_id.as_str().into());
+        publisher.publish(&exchange, &routing_key, &body, props).await?;
+        sent.push(s);
+    }
+    publisher.close().await;
+
+    // Collect one reply per message, with a progress bar.
+    let mut outcomes: HashMap<String, Outcome> = HashMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    progress(0, sent.len());
+    while outcomes.len() < sent.len() {
+        match tokio::time::timeout_at(deadline, replies.next()).await {
+            Ok(Some(Ok(d))) => {
+                let correlation = d
+                    .properties
+                    .correlation_id()
+                    .as_ref()
+                    .map(|c| c.to_string())
+                    .unwrap_or_default();
+                if let Ok(o) = serde_json::from_slice::<Outcome>(&d.data) {
+                    outcomes.insert(correlation, o);
+                }
+                d.ack(BasicAckOptions::default()).await?;
+                progress(outcomes.len(), sent.len());
+            }
+            _ => break,
+        }
+    }
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        eprintln!();
+    }
+    let replies_done = started.elapsed();
+    let expected_callbacks = sent.iter().filter(|s| s.has_callback).count();
+    let callback_deadline = Instant::now() + Duration::from_secs(30);
+    while inbox.lock().map(|r| r.verified.len()).unwrap_or(0) < expected_callbacks
+        && Instant::now() < callback_deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let elapsed = started.elapsed();
+
+    relay.stop().await;
+    let _ = conn.close(200, "demo done".into()).await;
+    csq_task.abort();
+    hook_task.abort();
+
+    let received = inbox.lock().map(|r| (r.verified.clone(), r.bad_signatures)).unwrap_or_default();
+    report(&sent, &outcomes, &received.0, received.1, csq.stats(), elapsed, replies_done)
+}
+
+/// Says which service is down, where it looked, and how to start it; both at once.
+async fn preflight(config: &Config) -> anyhow::Result<()> {
+    let mut problems = Vec::new();
+    if let Err(e) = store::ensure_database(&config.database).await {
+        problems.push(e.to_string());
+    }
+    match broker::connect(&config.broker.url, "voucher-relay demo preflight").await {
+        Ok(conn) => {
+            let _ = conn.close(200, "ok".into()).await;
+        }
+        Err(e) => problems.push(e.to_string()),
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("{}", problems.join("\n"))
+    }
+}
+
+async fn receive(
+    State((key, inbox)): State<(SigningKey, Inbox)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let ts = h("webhook-timestamp").parse::<i64>().unwrap_or(0);
+    let fresh = (chrono::Utc::now().timestamp() - ts).abs() <= 300;
+    let ok = fresh && key.verify(&h("webhook-id"), ts, &body, &h("webhook-signature"));
+    let Ok(mut inbox) = inbox.lock() else {
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    };
+    match serde_json::from_slice::<Outcome>(&body) {
+        Ok(o) if ok && o.event_id == h("webhook-id") => {
+            inbox.verified.push(o);
+            StatusCode::NO_CONTENT
+        }
+        _ => {
+            inbox.bad_signatures += 1;
+            StatusCode::UNAUTHORIZED
+        }
+    }
+}
+
+/// Redraws the bar in place on a terminal; elsewhere prints a line every 10 %.
+fn progress(done: usize, total: usize) {
+    use std::io::IsTerminal;
+    let terminal = std::io::stderr().is_terminal();
+    let step = (total / 10).max(1);
+    if !terminal && done % step != 0 && done != total {
+        return;
+    }
+    let width = 40;
+    let filled = done * width / total.max(1);
+    let bar = format!("[{}{}] {done}/{total} outcomes", "#".repeat(filled), "-".repeat(width - filled));
+    if terminal {
+        eprint!("\r{bar}");
+    } else {
+        eprintln!("{bar}");
+    }
+    let _ = std::io::stderr().flush();
+}
+
+/// The mixed batch: (routing key, body, expectation).
+fn build_batch(source: &str, hook: &str, total: usize) -> Vec<(String, Vec<u8>, Sent)> {
+    let mut out = Vec::with_capacity(total);
+    let purchase = |i: usize, operator: i32| {
+        json!({
+            "command_id": format!("cmd-{i:04}"),
+            "source": source,
+            "kind": "purchase",
+            "provider": "csq",
+            "callback_url": hook,
+            "params": {
+                "terminal_id": 17,
+                "operator_id": operator,
+                "product_id": "gift-card",
+                "amount_to_send_x100": 500 + (i as i64 % 20) * 250,
+                "receiver_email": format!("customer{i}@example.com")
+            }
+        })
+    };
+    let sent = |i: usize, body: &Value, expected, has_callback| Sent {
+        correlation_id: format!("msg-{i:04}"),
+        key: match (body.get("source").and_then(Value::as_str), body.get("command_id").and_then(Value::as_str)) {
+            (Some(s), Some(c)) => Some((s.to_string(), c.to_string())),
+            _ => None,
+        },
+        expected,
+        has_callback,
+    };
+    // Malformed commands, each refused for a different reason.
+    let malformed: Vec<(&str, Vec<u8>, bool)> = {
+        let mut float_amount = purchase(9001, OPERATOR_OK);
+        float_amount["params"]["amount_to_send_x100"] = json!(12.5);
+        let mut negative = purchase(9002, OPERATOR_OK);
+        negative["params"]["amount_to_send_x100"] = json!(-100);
+        let mut unknown_param = purchase(9003, OPERATOR_OK);
+        unknown_param["params"]["pin"] = json!("0000");
+        let mut unknown_provider = purchase(9004, OPERATOR_OK);
+        unknown_provider["provider"] = json!("acme");
+        let mut no_id = purchase(9005, OPERATOR_OK);
+        no_id.as_object_mut().map(|o| o.remove("command_id"));
+        let mismatch = purchase(9006, OPERATOR_OK);
+        vec![
+            ("purchase.csq", b"{\"command_id\": \"oops\", not json".to_vec(), false),
+            ("purchase.csq", vec![0xc3, 0x28, 0xff], false),
+            ("purchase.csq", vec![b' '; 70 * 1024], false),
+            ("purchase.csq", serde_json::to_vec(&float_amount).unwrap_or_default(), true),
+            ("purchase.csq", serde_json::to_vec(&negative).unwrap_or_default(), true),
+            ("purchase.csq", serde_json::to_vec(&unknown_param).unwrap_or_default(), true),
+            ("purchase.acme", serde_json::to_vec(&unknown_provider).unwrap_or_default(), true),
+            ("purchase.csq", serde_json::to_vec(&no_id).unwrap_or_default(), true),
+            ("redeem.csq", serde_json::to_vec(&mismatch).unwrap_or_default(), true),
+        ]
+    };
+    let valid = total - malformed.len() - 1;
+    for i in 0..valid {
+        let (operator, expected) = if i % 5 == 4 {
+            (OPERATOR_DECLINE, Status::Declined)
+        } else {
+            (OPERATOR_OK, Status::Succeeded)
+        };
+        let body = purchase(i, operator);
+        out.push(("purchase.csq".to_string(), serde_json::to_vec(&body).unwrap_or_default(), sent(i, &body, expected, true)));
+        if i == 0 {
+            // The duplicate: the same command again, as a producer retrying would send it.
+            out.push(("purchase.csq".to_string(), serde_json::to_vec(&body).unwrap_or_default(), Sent {
+                correlation_id: "msg-dup".into(),
+                ..sent(i, &body, expected, true)
+            }));
+        }
+    }
+    for (j, (key, body, has_callback)) in malformed.into_iter().enumerate() {
+        let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let mut s = sent(9000 + j, &parsed, Status::Rejected, has_callback);
+        s.key = None;
+        out.push((key.to_string(), body, s));
+    }
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+fn report(
+    sent: &[Sent],
+    replies: &HashMap<String, Outcome>,
+    callbacks: &[Outcome],
+    bad_signatures: usize,
+    csq: crate::providers::csq::sandbox::Stats,
+    elapsed: Duration,
+    replies_done: Duration,
+) -> anyhow::Result<()> {
+    let statuses = [Status::Succeeded, Status::Declined, Status::Rejected, Status::Failed, Status::Reversed, Status::Expired];
+    let mut commands: BTreeMap<Status, usize> = BTreeMap::new();
+    let mut reply_count: BTreeMap<Status, usize> = BTreeMap::new();
+    let mut callback_count: BTreeMap<Status, usize> = BTreeMap::new();
+    let mut events_per_key: HashMap<&(String, String), HashSet<&str>> = HashMap::new();
+    let mut seen_keys = HashSet::new();
+    let mut wrong = Vec::new();
+    for s in sent {
+        let distinct = s.key.as_ref().is_none_or(|k| seen_keys.insert(k.clone()));
+        if distinct {
+            *commands.entry(s.expected).or_default() += 1;
+        }
+        match replies.get(&s.correlation_id) {
+            Some(o) => {
+                *reply_count.entry(o.status).or_default() += 1;
+                if o.status != s.expected {
+                    wrong.push(format!("{} expected {} got {}", s.correlation_id, s.expected.as_str(), o.status.as_str()));
+                }
+                if let Some(k) = &s.key {
+                    events_per_key.entry(k).or_default().insert(o.event_id.as_str());
+                }
+            }
+            None => wrong.push(format!("{}: no outcome", s.correlation_id)),
+        }
+    }
+    for c in callbacks {
+        *callback_count.entry(c.status).or_default() += 1;
+    }
+    println!();
+    println!("{:<12} {:>9} {:>13} {:>22}", "status", "commands", "AMQP replies", "callbacks (verified)");
+    for st in statuses {
+        let (c, r, b) = (
+            commands.get(&st).copied().unwrap_or(0),
+            reply_count.get(&st).copied().unwrap_or(0),
+            callback_count.get(&st).copied().unwrap_or(0),
+        );
+        if c + r + b > 0 {
+            println!("{:<12} {c:>9} {r:>13} {b:>22}", st.as_str());
+        }
+    }
+    let total_commands: usize = commands.values().sum();
+    println!(
+        "{:<12} {total_commands:>9} {:>13} {:>22}",
+        "total",
+        replies.len(),
+        callbacks.len()
+    );
+    let multi = events_per_key.values().filter(|e| e.len() > 1).count();
+    let expected_callbacks = sent.iter().filter(|s| s.has_callback).count();
+    println!();
+    println!(
+        "messages published: {} ({} distinct commands, 1 duplicate that got the stored outcome)",
+        sent.len(),
+        total_commands
+    );
+    println!("commands with more than one terminal outcome: {multi}");
+    println!(
+        "CSQ sandbox: {} purchase calls, {} vouchers sold",
+        csq.purchase_calls, csq.purchases_applied
+    );
+    println!("bad callback signatures: {bad_signatures}");
+    println!(
+        "time: {:.2} s for all outcomes ({:.1} commands/s), {:.2} s including callbacks",
+        replies_done.as_secs_f64(),
+        sent.len() as f64 / replies_done.as_secs_f64().max(0.001),
+        elapsed.as_secs_f64()
+    );
+    let mut failures = wrong;
+    if multi > 0 {
+        failures.push(format!("{multi} commands got more than one terminal outcome"));
+    }
+    if callbacks.len() != expected_callbacks {
+        failures.push(format!("{} callbacks arrived, {expected_callbacks} expected", callbacks.len()));
+    }
+    if bad_signatures > 0 {
+        failures.push(format!("{bad_signatures} callbacks failed signature checks"));
+    }
+    if failures.is_empty() {
+        println!("result: every command has exactly one terminal outcome");
+        Ok(())
+    } else {
+        anyhow::bail!("demo found problems:\n  {}", failures.join("\n  "))
+    }
+}

@@ -1,0 +1,155 @@
+//! The `voucher-relay` binary: see `--help`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use voucher_relay::broker::{self, topology};
+use voucher_relay::config::{Config, ProcessEnv};
+use voucher_relay::workers::Relay;
+use voucher_relay::{admin, demo, publish, sandbox, store, telemetry};
+
+#[derive(Parser)]
+#[command(name = "voucher-relay", version, about = "Carries voucher transactions between upstream systems and voucher providers.")]
+struct Cli {
+    /// The topology and provider settings.
+    #[arg(long, global = true, env = "VOUCHER_RELAY_CONFIG", default_value = "queues.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the workers until SIGINT or SIGTERM.
+    Run,
+    /// Apply the database migrations.
+    Migrate,
+    /// Declare the RabbitMQ topology, or check it against the broker.
+    Topology {
+        #[command(subcommand)]
+        action: TopologyAction,
+    },
+    /// Run the provider simulators, each on its own port.
+    Sandbox,
+    /// Publish the command(s) in a JSON file.
+    Publish {
+        file: PathBuf,
+        /// Wait this many seconds for the outcomes and print them.
+        #[arg(long)]
+        wait: Option<u64>,
+    },
+    /// Start the sandbox and the workers, run a mixed batch, and print a table of outcomes.
+    Demo {
+        /// How many commands to publish.
+        #[arg(long, default_value_t = 200)]
+        commands: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum TopologyAction {
+    /// Create the exchanges, queues and bindings of the config file.
+    Declare,
+    /// Report what is missing or differs on the broker; creates nothing.
+    Check,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One readable message, never a backtrace.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let load = |with_secrets| Config::load(&cli.config, &ProcessEnv, with_secrets);
+    match cli.command {
+        Cmd::Run => {
+            telemetry::init_logging("info");
+            let config = load(true)?;
+            let metrics = admin::install_metrics()?;
+            let listen = config.admin.listen;
+            let relay = Relay::start(config).await?;
+            let admin_task = tokio::spawn(admin::serve(listen, metrics, relay.shutdown()));
+            tracing::info!(admin = %listen, "voucher-relay running");
+            wait_for_signal().await;
+            tracing::info!("stopping: finishing commands in flight");
+            relay.stop().await;
+            admin_task.abort();
+            Ok(())
+        }
+        Cmd::Migrate => {
+            let config = load(false)?;
+            let applied = store::migrate(&config.database).await?;
+            println!("migrations applied: {applied} new, database {}", store::describe(&config.database));
+            Ok(())
+        }
+        Cmd::Topology { action } => {
+            let config = load(false)?;
+            let conn = broker::connect(&config.broker.url, "voucher-relay topology").await?;
+            let mode = match action {
+                TopologyAction::Declare => topology::Mode::Declare,
+                TopologyAction::Check => topology::Mode::Check,
+            };
+            let result = topology::apply(&conn, &config, mode).await;
+            let _ = conn.close(200, "done".into()).await;
+            result?;
+            println!("topology {} on {}", match mode {
+                topology::Mode::Declare => "declared",
+                topology::Mode::Check => "matches queues.toml",
+            }, broker::describe(&config.broker.url));
+            Ok(())
+        }
+        Cmd::Sandbox => {
+            telemetry::init_logging("info");
+            let config = load(false)?;
+            tokio::select! {
+                r = sandbox::run(&config, &ProcessEnv) => r,
+                _ = wait_for_signal() => Ok(()),
+            }
+        }
+        Cmd::Publish { file, wait } => {
+            let config = load(false)?;
+            let commands = publish::read_file(&file)?;
+            publish::run(&config, commands, wait.map(Duration::from_secs)).await
+        }
+        Cmd::Demo { commands } => demo::run(&cli.config, commands).await,
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,8 @@
+//! Provider adapters. Each provider is one folder: params, client, mapping to outcomes and
+//! sandbox side by side. All of them send through [`http::ProviderHttp`], the one path for
+//! rate limits, timeouts, exchange records and error classification.
+
+pub mod csq;
+pub mod http;
+
+pub use http::{CallError, Exchange, ProviderHttp};

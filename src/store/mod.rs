@@ -1,0 +1,153 @@
+//! PostgreSQL: the source of truth. Pool, migrations, and one file per table group.
+
+pub mod outbox;
+pub mod transactions;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+
+use crate::config::DatabaseConfig;
+use crate::crypto::Sealer;
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// Database access for the workers: a pool plus the key that seals voucher data.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) pool: Pool,
+    pub(crate) sealer: Sealer,
+}
+
+/// Why the database could not be opened, worded for the person at the terminal.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("DATABASE_URL is not a valid PostgreSQL URL: {0}")]
+    BadUrl(String),
+    #[error(
+        "cannot reach PostgreSQL at {target}: {reason}.\n  Start it with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start\n  (or `docker compose up -d postgres`), or point DATABASE_URL elsewhere."
+    )]
+    Unreachable { target: String, reason: String },
+    #[error("migrating the database failed: {0}")]
+    Migration(String),
+}
+
+fn pg_config(cfg: &DatabaseConfig) -> Result<tokio_postgres::Config, ConnectError> {
+    let mut pg = tokio_postgres::Config::from_str(&cfg.url)
+        .map_err(|e| ConnectError::BadUrl(e.to_string()))?;
+    let timeout = Duration::from_millis(cfg.timeout_ms);
+    pg.connect_timeout(timeout);
+    // Every statement is an external call and gets a deadline too.
+    pg.options(format!("-c statement_timeout={}", cfg.timeout_ms));
+    pg.application_name("voucher-relay");
+    Ok(pg)
+}
+
+/// `host:port/db` for messages; never the password.
+pub fn describe(cfg: &DatabaseConfig) -> String {
+    match tokio_postgres::Config::from_str(&cfg.url) {
+        Ok(pg) => {
+            let host = pg
+                .get_hosts()
+                .first()
+                .map(|h| match h {
+                    tokio_postgres::config::Host::Tcp(h) => h.clone(),
+                    tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+                })
+                .unwrap_or_else(|| "localhost".into());
+            let port = pg.get_ports().first().copied().unwrap_or(5432);
+            format!(
+                "{host}:{port}/{}",
+                pg.get_dbname().unwrap_or("(default database)")
+            )
+        }
+        Err(_) => "(unparseable DATABASE_URL)".into(),
+    }
+}
+
+async fn connect_one(
+    pg: &tokio_postgres::Config,
+    cfg: &DatabaseConfig,
+) -> Result<tokio_postgres::Client, ConnectError> {
+    let (client, connection) = pg.connect(NoTls).await.map_err(|e| ConnectError::Unreachable {
+        target: describe(cfg),
+        reason: e.to_string(),
+    })?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %e, "migration connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// Creates the database named in the URL if it does not exist yet, so a fresh machine needs
+/// no manual `createdb`.
+pub async fn ensure_database(cfg: &DatabaseConfig) -> Result<(), ConnectError> {
+    let pg = pg_config(cfg)?;
+    let Some(name) = pg.get_dbname().map(str::to_string) else {
+        return Ok(());
+    };
+    let mut admin = pg.clone();
+    admin.dbname("postgres");
+    let client = connect_one(&admin, cfg).await?;
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .await
+        .map_err(|e| ConnectError::Migration(e.to_string()))?
+        .is_some();
+    if !exists {
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        if let Err(e) = client.batch_execute(&format!("CREATE DATABASE {quoted}")).await {
+            // Another process may have created it at the same moment.
+            if e.code() != Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) {
+                return Err(ConnectError::Migration(format!("creating database {name}: {e}")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Applies the migrations in `migrations/`.
+pub async fn migrate(cfg: &DatabaseConfig) -> Result<usize, ConnectError> {
+    ensure_database(cfg).await?;
+    let pg = pg_config(cfg)?;
+    let mut client = connect_one(&pg, cfg).await?;
+    let report = embedded::migrations::runner()
+        .run_async(&mut client)
+        .await
+        .map_err(|e| ConnectError::Migration(e.to_string()))?;
+    Ok(report.applied_migrations().len())
+}
+
+impl Store {
+    /// Opens the pool and checks that one connection works.
+    pub async fn connect(cfg: &DatabaseConfig, sealer: Sealer) -> Result<Store, ConnectError> {
+        let pg = pg_config(cfg)?;
+        let manager = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let timeout = Some(Duration::from_millis(cfg.timeout_ms));
+        let pool = Pool::builder(manager)
+            .max_size(cfg.pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(timeout)
+            .create_timeout(timeout)
+            .recycle_timeout(timeout)
+            .build()
+            .map_err(|e| ConnectError::BadUrl(e.to_string()))?;
+        let _probe = pool.get().await.map_err(|e| ConnectError::Unreachable {
+            target: describe(cfg),
+            reason: e.to_string(),
+        })?;
+        Ok(Store { pool, sealer })
+    }
+}

@@ -1,0 +1,422 @@
+//! Transactions: intake, the state machine, provider exchanges and the audit trail.
+//!
+//! Every state change is one SQL `UPDATE ... WHERE state = <from>` inside a database
+//! transaction that also writes the audit row, so two workers can never both move the same
+//! transaction, and a transition the state machine does not allow cannot be written.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio_postgres::Transaction;
+use uuid::Uuid;
+
+use super::Store;
+use super::outbox::{self, Channel};
+use crate::command::{Command, Outcome, Rejection};
+use crate::error::{RelayError, Result};
+use crate::providers::Exchange;
+
+/// Where a transaction is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxState {
+    /// Accepted; no request sent yet (or provably never delivered).
+    Received,
+    /// A worker holds the lease and may have sent the request.
+    Sending,
+    /// The request may have been applied; the answer is not known.
+    Unknown,
+    /// A terminal outcome is stored.
+    Completed,
+}
+
+impl TxState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TxState::Received => "received",
+            TxState::Sending => "sending",
+            TxState::Unknown => "unknown",
+            TxState::Completed => "completed",
+        }
+    }
+
+    fn parse(s: &str) -> Result<TxState> {
+        Ok(match s {
+            "received" => TxState::Received,
+            "sending" => TxState::Sending,
+            "unknown" => TxState::Unknown,
+            "completed" => TxState::Completed,
+            other => return Err(RelayError::Corrupt(format!("transaction state {other:?}"))),
+        })
+    }
+
+    /// The transitions the relay may make. Anything else is a bug.
+    pub fn allows(self, to: TxState) -> bool {
+        use TxState::*;
+        matches!(
+            (self, to),
+            (Received, Sending)
+                | (Sending, Received)
+                | (Sending, Completed)
+                | (Sending, Unknown)
+                | (Unknown, Completed)
+        )
+    }
+}
+
+/// Who wants to hear the outcome of one command message. Empty strings mean "not asked".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplyTarget {
+    pub reply_to: String,
+    pub correlation_id: String,
+    pub callback_url: String,
+}
+
+/// What intake found for a command.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Intake {
+    /// First sight of this (source, command_id).
+    New(TxRef),
+    /// Seen before, not finished; this message's reply target is registered.
+    Pending(TxRef, TxState),
+    /// Seen before and another worker holds a live lease on it: try again later.
+    Busy(TxRef),
+    /// Finished before: the stored outcome is queued again for this message's target.
+    Completed(TxRef),
+}
+
+/// The identifiers a worker needs to act on a transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxRef {
+    pub id: Uuid,
+    pub local_reference: Option<i32>,
+}
+
+async fn audit(
+    tx: &Transaction<'_>,
+    id: Uuid,
+    from: Option<TxState>,
+    to: TxState,
+    detail: Value,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO audit_trail (transaction_id, from_state, to_state, detail) VALUES ($1, $2, $3, $4)",
+        &[&id, &from.map(TxState::as_str), &to.as_str(), &detail],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Moves `id` from `from` to `to` with an audit row; false if it was not in `from`.
+async fn transition(
+    tx: &Transaction<'_>,
+    id: Uuid,
+    from: TxState,
+    to: TxState,
+    detail: Value,
+) -> Result<bool> {
+    debug_assert!(from.allows(to), "{from:?} -> {to:?}");
+    let n = tx
+        .execute(
+            "UPDATE transactions SET state = $3, updated_at = now(),
+                 lease_until = CASE WHEN $3 = 'sending' THEN lease_until ELSE NULL END
+             WHERE id = $1 AND state = $2",
+            &[&id, &from.as_str(), &to.as_str()],
+        )
+        .await?;
+    if n == 1 {
+        audit(tx, id, Some(from), to, detail).await?;
+    }
+    Ok(n == 1)
+}
+
+async fn add_target(tx: &Transaction<'_>, id: Uuid, t: &ReplyTarget) -> Result<()> {
+    tx.execute(
+        "INSERT INTO reply_targets (transaction_id, reply_to, correlation_id, callback_url)
+         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        &[&id, &t.reply_to, &t.correlation_id, &t.callback_url],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Queues `outcome` for one target: its AMQP reply and its callback, where asked for.
+async fn queue_for_target(
+    tx: &Transaction<'_>,
+    sealed: &[u8],
+    outcome: &Outcome,
+    tx_id: Option<Uuid>,
+    rejection_id: Option<Uuid>,
+    t: &ReplyTarget,
+) -> Result<()> {
+    if !t.reply_to.is_empty() {
+        outbox::insert(tx, outcome, sealed, tx_id, rejection_id, Channel::Reply, &t.reply_to, Some(&t.correlation_id)).await?;
+    }
+    if !t.callback_url.is_empty() {
+        outbox::insert(tx, outcome, sealed, tx_id, rejection_id, Channel::Callback, &t.callback_url, None).await?;
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Records a command idempotently and registers who wants its outcome. One database
+    /// transaction; the AMQP message may be acked once this returns (except for `Busy`).
+    pub async fn intake(
+        &self,
+        cmd: &Command,
+        params_masked: &Value,
+        target: &ReplyTarget,
+    ) -> Result<Intake> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let (terminal_id, uses_local_ref) = match &cmd.action {
+            crate::command::Action::CsqPurchase(p) => (Some(p.terminal_id), true),
+        };
+        let new_id = Uuid::now_v7();
+        let inserted = tx
+            .query_opt(
+                "INSERT INTO transactions
+                     (id, source, command_id, kind, provider, state, params_masked, terminal_id, local_reference)
+                 VALUES ($1, $2, $3, $4, $5, 'received', $6, $7,
+                         CASE WHEN $8 THEN nextval('csq_local_reference')::integer END)
+                 ON CONFLICT (source, command_id) DO NOTHING
+                 RETURNING local_reference",
+                &[
+                    &new_id,
+                    &cmd.source,
+                    &cmd.command_id,
+                    &cmd.action.kind(),
+                    &cmd.action.provider().as_str(),
+                    params_masked,
+                    &terminal_id,
+                    &uses_local_ref,
+                ],
+            )
+            .await?;
+        if let Some(row) = inserted {
+            let r = TxRef {
+                id: new_id,
+                local_reference: row.get(0),
+            };
+            add_target(&tx, new_id, target).await?;
+            audit(&tx, new_id, None, TxState::Received, json!({})).await?;
+            tx.commit().await?;
+            return Ok(Intake::New(r));
+        }
+
+        let row = tx
+            .query_one(
+                "SELECT id, state, local_reference, lease_until > now() AS leased, outcome_sealed
+                 FROM transactions WHERE source = $1 AND command_id = $2 FOR UPDATE",
+                &[&cmd.source, &cmd.command_id],
+            )
+            .await?;
+        let r = TxRef {
+            id: row.get("id"),
+            local_reference: row.get("local_reference"),
+        };
+        let state = TxState::parse(row.get("state"))?;
+        let leased: Option<bool> = row.get("leased");
+        let result = match state {
+            TxState::Completed => {
+                let sealed: Vec<u8> = row.get("outcome_sealed");
+                let outcome = self.open_outcome(&sealed)?;
+                queue_for_target(&tx, &sealed, &outcome, Some(r.id), None, target).await?;
+                Intake::Completed(r)
+            }
+            TxState::Sending if leased == Some(true) => Intake::Busy(r),
+            TxState::Sending => {
+                // The worker that held the lease is gone and may have sent the request.
+                add_target(&tx, r.id, target).await?;
+                transition(&tx, r.id, TxState::Sending, TxState::Unknown, json!({"reason": "lease expired while sending"})).await?;
+                Intake::Pending(r, TxState::Unknown)
+            }
+            TxState::Received | TxState::Unknown => {
+                add_target(&tx, r.id, target).await?;
+                Intake::Pending(r, state)
+            }
+        };
+        tx.commit().await?;
+        Ok(result)
+    }
+
+    /// Takes the lease to send the provider request: `received -> sending`. Returns the
+    /// attempt number, or `None` if another worker got there first.
+    pub async fn claim(&self, id: Uuid, lease: Duration) -> Result<Option<i32>> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let secs = lease.as_secs_f64();
+        let row = tx
+            .query_opt(
+                "UPDATE transactions SET state = 'sending', attempts = attempts + 1,
+                     lease_until = now() + make_interval(secs => $2), updated_at = now()
+                 WHERE id = $1 AND state = 'received'
+                 RETURNING attempts",
+                &[&id, &secs],
+            )
+            .await?;
+        let attempt = row.map(|r| r.get::<_, i32>(0));
+        if attempt.is_some() {
+            audit(&tx, id, Some(TxState::Received), TxState::Sending, json!({})).await?;
+        }
+        tx.commit().await?;
+        Ok(attempt)
+    }
+
+    /// `sending -> received`: the request provably never reached the provider.
+    pub async fn release(&self, id: Uuid, reason: &str) -> Result<()> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        transition(&tx, id, TxState::Sending, TxState::Received, json!({"reason": reason})).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// `sending -> unknown`: the request may have been applied.
+    pub async fn mark_unknown(&self, id: Uuid, reason: &str) -> Result<()> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        transition(&tx, id, TxState::Sending, TxState::Unknown, json!({"reason": reason})).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Stores one provider exchange (already masked by the provider path).
+    pub async fn record_exchange(&self, id: Uuid, e: &Exchange) -> Result<()> {
+        let client = self.pool.get().await?;
+        let latency_ms = i32::try_from(e.latency.as_millis()).unwrap_or(i32::MAX);
+        let status = e.status.map(i32::from);
+        client
+            .execute(
+                "INSERT INTO provider_exchanges
+                     (transaction_id, provider, operation, method, url, request, status_code, response, error, latency_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                &[&id, &e.provider, &e.operation, &e.method, &e.url, &e.request, &status, &e.response, &e.error, &latency_ms],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Stores the terminal outcome and, in the same database transaction, the outbox rows
+    /// that deliver it: the event, and a reply and callback for every waiting target.
+    /// False if the transaction was not in `from` (someone else finished it).
+    pub async fn complete(&self, id: Uuid, from: TxState, outcome: &Outcome) -> Result<bool> {
+        let sealed = self.seal_outcome(outcome);
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        debug_assert!(from.allows(TxState::Completed));
+        let n = tx
+            .execute(
+                "UPDATE transactions SET state = 'completed', status = $3, event_id = $4,
+                     outcome_sealed = $5, completed_at = now(), updated_at = now(), lease_until = NULL
+                 WHERE id = $1 AND state = $2",
+                &[&id, &from.as_str(), &outcome.status.as_str(), &outcome.event_id, &sealed],
+            )
+            .await?;
+        if n == 0 {
+            return Ok(false);
+        }
+        audit(&tx, id, Some(from), TxState::Completed, json!({"status": outcome.status.as_str(), "event_id": outcome.event_id})).await?;
+        outbox::insert(&tx, outcome, &sealed, Some(id), None, Channel::Event, &outcome.routing_key(), None).await?;
+        let targets = tx
+            .query(
+                "UPDATE reply_targets SET answered_at = now()
+                 WHERE transaction_id = $1 AND answered_at IS NULL
+                 RETURNING reply_to, correlation_id, callback_url",
+                &[&id],
+            )
+            .await?;
+        for row in targets {
+            let t = ReplyTarget {
+                reply_to: row.get(0),
+                correlation_id: row.get(1),
+                callback_url: row.get(2),
+            };
+            queue_for_target(&tx, &sealed, outcome, Some(id), None, &t).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Records a refused command and queues its `rejected` outcome, in one transaction.
+    pub async fn record_rejection(
+        &self,
+        rejection: &Rejection,
+        routing_key: &str,
+        body: &[u8],
+        target: &ReplyTarget,
+    ) -> Result<Outcome> {
+        let outcome = rejection.outcome();
+        let sealed = self.seal_outcome(&outcome);
+        let digest: String = Sha256::digest(body).iter().map(|b| format!("{b:02x}")).collect();
+        let id = Uuid::now_v7();
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let body_bytes = i32::try_from(body.len()).unwrap_or(i32::MAX);
+        tx.execute(
+            "INSERT INTO rejections (id, source, command_id, routing_key, reason_code, reason, body_sha256, body_bytes, event_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            &[
+                &id,
+                &rejection.envelope.source,
+                &rejection.envelope.command_id,
+                &routing_key,
+                &rejection.reason.code(),
+                &rejection.reason.message(),
+                &digest,
+                &body_bytes,
+                &outcome.event_id,
+            ],
+        )
+        .await?;
+        outbox::insert(&tx, &outcome, &sealed, None, Some(id), Channel::Event, &outcome.routing_key(), None).await?;
+        queue_for_target(&tx, &sealed, &outcome, None, Some(id), target).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// The stored terminal outcome of a command, if it has one.
+    pub async fn stored_outcome(&self, source: &str, command_id: &str) -> Result<Option<Outcome>> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                "SELECT outcome_sealed FROM transactions WHERE source = $1 AND command_id = $2",
+                &[&source, &command_id],
+            )
+            .await?;
+        match row.and_then(|r| r.get::<_, Option<Vec<u8>>>(0)) {
+            Some(sealed) => Ok(Some(self.open_outcome(&sealed)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub(crate) fn seal_outcome(&self, outcome: &Outcome) -> Vec<u8> {
+        // Serializing a struct of strings and JSON values cannot fail.
+        let json = serde_json::to_vec(outcome).unwrap_or_default();
+        self.sealer.seal(&json)
+    }
+
+    pub(crate) fn open_outcome(&self, sealed: &[u8]) -> Result<Outcome> {
+        let plain = self
+            .sealer
+            .open(sealed)
+            .ok_or_else(|| RelayError::Corrupt("outcome cannot be decrypted: wrong DATA_ENCRYPTION_KEY?".into()))?;
+        serde_json::from_slice(&plain).map_err(|e| RelayError::Corrupt(format!("outcome: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TxState::*;
+
+    #[test]
+    fn state_machine_allows_only_forward_moves() {
+        assert!(Received.allows(Sending));
+        assert!(Sending.allows(Received));
+        assert!(Sending.allows(Unknown));
+        assert!(Unknown.allows(Completed));
+        assert!(!Completed.allows(Sending));
+        assert!(!Received.allows(Completed));
+        assert!(!Unknown.allows(Sending));
+    }
+}

@@ -1,0 +1,139 @@
+//! The callback worker: drains the outbox into `voucher.events`, AMQP replies and signed
+//! HTTP callbacks.
+//!
+//! Rows are claimed with a lock that expires, so several processes can drain one outbox and
+//! a crashed worker's rows are picked up again. Delivery is at least once; the event id is
+//! the `webhook-id` and the AMQP `message_id`, so receivers can deduplicate.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use tracing::Instrument;
+
+use super::relay::Shared;
+use crate::broker::publisher::json_properties;
+use crate::shutdown::Shutdown;
+use crate::store::outbox::{Channel, OutboxItem};
+use crate::webhook::CallbackResult;
+
+/// Rows claimed per round.
+const BATCH: i64 = 64;
+/// How long a claim holds before another worker may take the row.
+const CLAIM_FOR: Duration = Duration::from_secs(60);
+/// Poll interval when nothing woke the worker: picks up rows written by other processes
+/// and retries that came due.
+const IDLE_POLL: Duration = Duration::from_millis(250);
+/// Broker publishes are retried forever, no slower than this: the broker coming back is
+/// only a matter of time, and an outcome must never be dropped.
+const MAX_BROKER_RETRY: Duration = Duration::from_secs(30);
+
+/// Runs until shutdown.
+pub async fn run(shared: Arc<Shared>, mut shutdown: Shutdown) {
+    loop {
+        if shutdown.is_triggered() {
+            return;
+        }
+        let items = match shared.store.claim_outbox(BATCH, CLAIM_FOR).await {
+            Ok(items) => items,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the outbox; retrying");
+                Vec::new()
+            }
+        };
+        let idle = items.is_empty();
+        let mut tasks = tokio::task::JoinSet::new();
+        for item in items {
+            let shared = shared.clone();
+            tasks.spawn(async move { deliver(&shared, item).await });
+        }
+        while tasks.join_next().await.is_some() {}
+        if idle {
+            tokio::select! {
+                _ = shutdown.wait() => return,
+                _ = shared.outbox_wakeup.notified() => {}
+                _ = tokio::time::sleep(IDLE_POLL) => {}
+            }
+        }
+    }
+}
+
+/// Plus or minus 20 %, so retries from many rows do not arrive together.
+fn jitter(d: Duration) -> Duration {
+    let factor = rand::rng().random_range(0.8..1.2);
+    d.mul_f64(factor)
+}
+
+async fn deliver(shared: &Shared, item: OutboxItem) {
+    let span = tracing::info_span!("outbox", event_id = %item.event_id, channel = ?item.channel, attempt = item.attempts);
+    deliver_one(shared, item).instrument(span).await
+}
+
+async fn deliver_one(shared: &Shared, item: OutboxItem) {
+    let result = match item.channel {
+        Channel::Event | Channel::Reply => {
+            let mut props = json_properties()
+                .with_message_id(item.event_id.as_str().into())
+                .with_type(outcome_type(&item.payload).as_str().into());
+            let (exchange, key) = match item.channel {
+                Channel::Event => (shared.config.name(&shared.config.broker.events_exchange), item.target.clone()),
+                _ => (String::new(), item.target.clone()),
+            };
+            if let Some(c) = item.correlation_id.as_deref().filter(|c| !c.is_empty()) {
+                props = props.with_correlation_id(c.into());
+            }
+            match shared.publisher.publish(&exchange, &key, &item.payload, props).await {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    let backoff = Duration::from_secs(1 << item.attempts.clamp(0, 5)).min(MAX_BROKER_RETRY);
+                    Err((e.to_string(), Some(jitter(backoff))))
+                }
+            }
+        }
+        Channel::Callback => match shared.deliverer.deliver(&item.target, &item.event_id, &item.payload).await {
+            CallbackResult::Delivered { status } => {
+                tracing::info!(status, "callback delivered");
+                Ok(())
+            }
+            CallbackResult::Failed { status, reason, retry_after } => {
+                let schedule = &shared.config.webhook.retry_schedule_ms;
+                let next = usize::try_from(item.attempts - 1)
+                    .ok()
+                    .and_then(|i| schedule.get(i))
+                    .map(|ms| {
+                        let wait = jitter(Duration::from_millis(*ms));
+                        retry_after.map_or(wait, |ra| wait.max(ra))
+                    });
+                tracing::warn!(?status, reason = %reason, gives_up = next.is_none(), "callback failed");
+                Err((reason, next))
+            }
+        },
+    };
+    let channel = format!("{:?}", item.channel).to_lowercase();
+    let recorded = match result {
+        Ok(()) => {
+            metrics::counter!("voucher_deliveries_total", "channel" => channel, "result" => "delivered").increment(1);
+            shared.store.outbox_delivered(item.id).await
+        }
+        Err((reason, next)) => {
+            let result = if next.is_some() { "retry" } else { "dead" };
+            metrics::counter!("voucher_deliveries_total", "channel" => channel, "result" => result).increment(1);
+            if next.is_none() {
+                tracing::error!(reason = %reason, "callback retries used up; dead-lettered in the outbox");
+            }
+            shared.store.outbox_failed(item.id, &reason, next).await
+        }
+    };
+    if let Err(e) = recorded {
+        // The claim expires and the row is delivered again: at least once.
+        tracing::warn!(error = %e, "could not record the delivery result");
+    }
+}
+
+/// The `type` of the outcome in `payload`, for the AMQP `type` property.
+fn outcome_type(payload: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(payload)
+        .ok()
+        .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_string))
+        .unwrap_or_default()
+}

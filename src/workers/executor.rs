@@ -1,0 +1,279 @@
+//! The executor: one command delivery from intake to ack.
+//!
+//! Order of effects, which is what keeps guarantees 1 and 2:
+//! 1. validate; a bad command is recorded as a rejection, its original kept in
+//!    `voucher.rejected`, and only then acked;
+//! 2. intake: the transaction and this message's reply target are committed;
+//! 3. claim the lease (`received -> sending`), so no other worker calls the provider;
+//! 4. call the provider and record the exchange;
+//! 5. commit the outcome together with its outbox rows;
+//! 6. ack.
+//!
+//! A crash anywhere before 6 redelivers the message, and intake then finds the transaction
+//! in the state the crash left it: `received` is claimed again (nothing was sent),
+//! `sending` under a live lease waits in a delay tier, `sending` with an expired lease
+//! becomes `unknown` (it may have been applied, so it is never sent again blindly), and
+//! `completed` answers with the stored outcome.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicNackOptions};
+use serde_json::Value;
+use tracing::Instrument;
+
+use super::relay::Shared;
+use super::retry::until_done;
+use crate::broker::publisher::with_header;
+use crate::command::{self, Action, Command, OutcomeError, Outcome, Status};
+use crate::error::RelayError;
+use crate::mask::mask_json;
+use crate::providers::CallError;
+use crate::providers::csq::{self, Decision, PurchaseRef};
+use crate::store::transactions::{Intake, ReplyTarget, TxRef, TxState};
+
+/// Attempts after which a provider that never answered makes the command `failed`.
+const MAX_NOT_SENT_ATTEMPTS: i32 = 5;
+
+/// Handles one delivery from a command queue. Never panics on input; always acks, nacks or
+/// leaves the message to be redelivered.
+pub async fn handle(shared: Arc<Shared>, delivery: Delivery) {
+    let routing_key = delivery.routing_key.to_string();
+    let span = tracing::info_span!("command", routing_key = %routing_key, transaction_id = tracing::field::Empty, command_id = tracing::field::Empty);
+    async move {
+        let result = process(&shared, &delivery).await;
+        let settled = match result {
+            Ok(()) => delivery.ack(BasicAckOptions::default()).await,
+            Err(e) => {
+                // Infrastructure failed for minutes: hand the message back rather than hold it.
+                tracing::error!(error = %e, "giving the command back to the queue");
+                delivery
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await
+            }
+        };
+        if let Err(e) = settled {
+            // The channel is gone; the broker redelivers the message elsewhere.
+            tracing::warn!(error = %e, "could not settle the delivery");
+        }
+        shared.outbox_wakeup.notify_one();
+    }
+    .instrument(span)
+    .await
+}
+
+fn reply_target(delivery: &Delivery, callback_url: Option<&str>) -> ReplyTarget {
+    let p = &delivery.properties;
+    ReplyTarget {
+        reply_to: p.reply_to().as_ref().map(|s| s.to_string()).unwrap_or_default(),
+        correlation_id: p
+            .correlation_id()
+            .as_ref()
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
+        callback_url: callback_url.unwrap_or_default().to_string(),
+    }
+}
+
+async fn process(shared: &Shared, delivery: &Delivery) -> Result<(), RelayError> {
+    let routing_key = delivery.routing_key.as_str();
+    let cmd = match command::parse(routing_key, &delivery.data) {
+        Ok(cmd) => cmd,
+        Err(rejection) => return reject(shared, delivery, &rejection).await,
+    };
+    let span = tracing::Span::current();
+    span.record("command_id", cmd.command_id.as_str());
+    let target = reply_target(delivery, cmd.callback_url.as_deref());
+    let masked = mask_json(&params_json(&cmd));
+    let intake = until_done("intake", || shared.store.intake(&cmd, &masked, &target)).await?;
+    let (r, state) = match intake {
+        Intake::New(r) => (r, TxState::Received),
+        Intake::Pending(r, state) => (r, state),
+        Intake::Completed(r) => {
+            span.record("transaction_id", r.id.to_string());
+            tracing::info!("duplicate of a finished command: stored outcome queued again");
+            metrics::counter!("voucher_duplicates_total").increment(1);
+            return Ok(());
+        }
+        Intake::Busy(r) => {
+            span.record("transaction_id", r.id.to_string());
+            tracing::info!("another worker holds this command; retrying after a delay");
+            return delay(shared, delivery, 0).await;
+        }
+    };
+    span.record("transaction_id", r.id.to_string());
+    match state {
+        TxState::Received => execute(shared, delivery, &cmd, r).await,
+        TxState::Unknown => {
+            tracing::warn!("outcome unknown; waiting for resolution, not sending again");
+            metrics::counter!("voucher_unknown_outcomes_total", "provider" => cmd.action.provider().as_str()).increment(1);
+            Ok(())
+        }
+        // Intake never reports these as pending.
+        TxState::Sending | TxState::Completed => Ok(()),
+    }
+}
+
+/// Records a rejection, keeps the original in `voucher.rejected`, and queues the outcome.
+async fn reject(
+    shared: &Shared,
+    delivery: &Delivery,
+    rejection: &command::Rejection,
+) -> Result<(), RelayError> {
+    let target = reply_target(delivery, rejection.envelope.callback_url.as_deref());
+    let routing_key = delivery.routing_key.as_str();
+    let outcome = until_done("record rejection", || {
+        shared
+            .store
+            .record_rejection(rejection, routing_key, &delivery.data, &target)
+    })
+    .await?;
+    let props = with_header(
+        with_header(delivery.properties.clone(), "x-rejection-reason", rejection.reason.code()),
+        "x-original-routing-key",
+        routing_key,
+    );
+    let queue = shared.config.name(&shared.config.broker.rejected_queue);
+    until_done("keep rejected original", || {
+        shared.publisher.publish("", &queue, &delivery.data, props.clone())
+    })
+    .await?;
+    tracing::warn!(reason = rejection.reason.code(), event_id = %outcome.event_id, "command rejected");
+    metrics::counter!("voucher_rejections_total", "reason" => rejection.reason.code()).increment(1);
+    Ok(())
+}
+
+/// Sends the message to a delay tier; it comes back to its work queue when the tier's TTL
+/// ends. `tier` is clamped to the slowest tier.
+async fn delay(shared: &Shared, delivery: &Delivery, tier: usize) -> Result<(), RelayError> {
+    let tiers = &shared.config.delay_tiers;
+    let Some(t) = tiers.get(tier.min(tiers.len().saturating_sub(1))) else {
+        return Err(RelayError::Poison("no delay tier configured".into()));
+    };
+    let exchange = shared.config.name(&t.name);
+    until_done("delay", || {
+        shared.publisher.publish(
+            &exchange,
+            delivery.routing_key.as_str(),
+            &delivery.data,
+            delivery.properties.clone(),
+        )
+    })
+    .await
+}
+
+/// How long a worker owns a transaction it is sending: longer than any call can take.
+fn lease(shared: &Shared) -> Duration {
+    shared.config.providers.csq.request_timeout() * 2 + Duration::from_secs(30)
+}
+
+async fn execute(
+    shared: &Shared,
+    delivery: &Delivery,
+    cmd: &Command,
+    r: TxRef,
+) -> Result<(), RelayError> {
+    let Some(attempt) = until_done("claim", || shared.store.claim(r.id, lease(shared))).await? else {
+        tracing::info!("another worker claimed this command first");
+        return Ok(());
+    };
+    let (decision, exchange) = match &cmd.action {
+        Action::CsqPurchase(params) => {
+            let Some(local_reference) = r.local_reference else {
+                return Err(RelayError::Corrupt("CSQ transaction without localReference".into()));
+            };
+            let (answer, exchange) = shared.csq.purchase(params, local_reference).await;
+            let decision = answer.map(|a| {
+                csq::purchase_decision(
+                    &a,
+                    PurchaseRef {
+                        terminal_id: params.terminal_id,
+                        operator_id: params.operator_id,
+                        local_reference,
+                        product_id: params.product_id.as_deref(),
+                    },
+                )
+            });
+            (decision, exchange)
+        }
+    };
+    until_done("record exchange", || shared.store.record_exchange(r.id, &exchange)).await?;
+    let kind = cmd.action.kind();
+    let provider = cmd.action.provider().as_str();
+    let finish = |status, result, error| {
+        Outcome::new(
+            Some(cmd.command_id.clone()),
+            Some(cmd.source.clone()),
+            kind,
+            provider,
+            status,
+            result,
+            error,
+        )
+    };
+    let outcome = match decision {
+        Ok(Decision::Final {
+            status,
+            result,
+            error,
+        }) => finish(status, result, error),
+        Ok(Decision::Unknown(reason)) | Err(CallError::Unknown(reason)) => {
+            tracing::error!(reason = %reason, "provider outcome unknown; not sending again");
+            metrics::counter!("voucher_unknown_outcomes_total", "provider" => provider).increment(1);
+            return until_done("mark unknown", || shared.store.mark_unknown(r.id, &reason)).await;
+        }
+        Err(CallError::NotSent(reason)) if attempt < MAX_NOT_SENT_ATTEMPTS => {
+            tracing::warn!(reason = %reason, attempt, "provider not reached; retrying after a delay");
+            until_done("release", || shared.store.release(r.id, &reason)).await?;
+            return delay(shared, delivery, usize::try_from(attempt).unwrap_or(0)).await;
+        }
+        Err(CallError::NotSent(reason)) => finish(
+            Status::Failed,
+            None,
+            Some(OutcomeError {
+                code: "provider_unreachable".into(),
+                message: format!("the provider could not be reached after {attempt} attempts: {reason}"),
+                provider_code: None,
+            }),
+        ),
+        Err(CallError::Refused { status, body }) => finish(
+            Status::Failed,
+            None,
+            Some(OutcomeError {
+                code: "provider_refused_request".into(),
+                message: refusal_message(&body)
+                    .unwrap_or_else(|| format!("the provider refused the request (HTTP {status})")),
+                provider_code: Some(format!("http:{status}")),
+            }),
+        ),
+    };
+    let stored = until_done("complete", || shared.store.complete(r.id, TxState::Sending, &outcome)).await?;
+    if stored {
+        tracing::info!(status = outcome.status.as_str(), event_id = %outcome.event_id, latency_ms = exchange.latency.as_millis() as u64, "command finished");
+        metrics::counter!("voucher_outcomes_total", "provider" => provider, "kind" => kind, "status" => outcome.status.as_str()).increment(1);
+    }
+    Ok(())
+}
+
+fn refusal_message(body: &Value) -> Option<String> {
+    body.get("resultmessage")
+        .or_else(|| body.get("message"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
+/// The command's params as JSON, for the (masked) audit copy.
+fn params_json(cmd: &Command) -> Value {
+    match &cmd.action {
+        Action::CsqPurchase(p) => serde_json::json!({
+            "terminal_id": p.terminal_id,
+            "operator_id": p.operator_id,
+            "product_id": p.product_id,
+            "body": serde_json::to_value(&p.body).unwrap_or(Value::Null),
+        }),
+    }
+}
