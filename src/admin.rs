@@ -14,9 +14,16 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
 }
 
 /// Serves the admin routes on `listen` until shutdown.
-pub async fn serve(listen: SocketAddr, metrics: PrometheusHandle, mut shutdown: Shutdown) -> anyhow::Result<()> {
+pub async fn serve(
+    listen: SocketAddr,
+    metrics: PrometheusHandle,
+    mut shutdown: Shutdown,
+) -> anyhow::Result<()> {
     let app = Router::new()
-        .route("/metrics", get(move || std::future::ready(metrics.render())))
+        .route(
+            "/metrics",
+            get(move || std::future::ready(metrics.render())),
+        )
         .route("/healthz", get(|| async { "ok" }));
     let listener = tokio::net::TcpListener::bind(listen)
         .await

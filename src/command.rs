@@ -366,7 +366,8 @@ fn read_envelope(obj: &Map<String, Value>) -> Envelope {
 fn is_token(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 32
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 fn required_str<'a>(
@@ -472,7 +473,10 @@ mod tests {
 
     #[test]
     fn rejects_each_bad_input_with_its_code() {
-        assert_eq!(code("purchase.csq", &vec![b' '; MAX_BODY_BYTES + 1]), "body_too_large");
+        assert_eq!(
+            code("purchase.csq", &vec![b' '; MAX_BODY_BYTES + 1]),
+            "body_too_large"
+        );
         assert_eq!(code("purchase.csq", &[0xff, 0xfe, b'{']), "body_not_utf8");
         assert_eq!(code("purchase.csq", b"{not json"), "body_not_json");
         assert_eq!(code("purchase.csq", b"[1,2]"), "body_not_object");
@@ -485,14 +489,27 @@ mod tests {
         let mut p = good_params();
         p["pin"] = json!("1234");
         assert_eq!(code("purchase.csq", &purchase(p)), "unknown_param");
-        assert_eq!(code("redeem.csq", &purchase(good_params())), "routing_key_mismatch");
-        let body = serde_json::to_vec(&json!({"source": "s", "kind": "purchase", "provider": "csq"})).unwrap();
+        assert_eq!(
+            code("redeem.csq", &purchase(good_params())),
+            "routing_key_mismatch"
+        );
+        let body =
+            serde_json::to_vec(&json!({"source": "s", "kind": "purchase", "provider": "csq"}))
+                .unwrap();
         assert_eq!(code("purchase.csq", &body), "missing_field");
-        let body = serde_json::to_vec(&json!({"command_id": "c", "kind": "purchase", "provider": "csq"})).unwrap();
+        let body =
+            serde_json::to_vec(&json!({"command_id": "c", "kind": "purchase", "provider": "csq"}))
+                .unwrap();
         assert_eq!(code("purchase.csq", &body), "missing_field");
-        let body = serde_json::to_vec(&json!({"command_id": "c", "source": "s", "kind": "refund", "provider": "csq"})).unwrap();
+        let body = serde_json::to_vec(
+            &json!({"command_id": "c", "source": "s", "kind": "refund", "provider": "csq"}),
+        )
+        .unwrap();
         assert_eq!(code("refund.csq", &body), "unknown_kind");
-        let body = serde_json::to_vec(&json!({"command_id": "c", "source": "s", "kind": "purchase", "provider": "acme"})).unwrap();
+        let body = serde_json::to_vec(
+            &json!({"command_id": "c", "source": "s", "kind": "purchase", "provider": "acme"}),
+        )
+        .unwrap();
         assert_eq!(code("purchase.acme", &body), "unknown_provider");
     }
 
@@ -502,7 +519,10 @@ mod tests {
         p["amount_to_send_x100"] = json!(1.5);
         let r = parse("purchase.csq", &purchase(p)).unwrap_err();
         assert_eq!(r.envelope.command_id.as_deref(), Some("c-1"));
-        assert_eq!(r.envelope.callback_url.as_deref(), Some("http://127.0.0.1:9/hook"));
+        assert_eq!(
+            r.envelope.callback_url.as_deref(),
+            Some("http://127.0.0.1:9/hook")
+        );
         let o = r.outcome();
         assert_eq!(o.routing_key(), "rejected.purchase.csq");
         assert_eq!(o.error.unwrap().code, "amount_not_integer");

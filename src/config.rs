@@ -286,13 +286,22 @@ impl Config {
             ));
         }
         if self.broker.prefetch == 0 {
-            return Err(ConfigError::invalid("broker.prefetch", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "broker.prefetch",
+                "must be at least 1",
+            ));
         }
         if self.database.pool_size == 0 {
-            return Err(ConfigError::invalid("database.pool_size", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "database.pool_size",
+                "must be at least 1",
+            ));
         }
         if self.delay_tiers.is_empty() {
-            return Err(ConfigError::invalid("delay_tiers", "needs at least one tier"));
+            return Err(ConfigError::invalid(
+                "delay_tiers",
+                "needs at least one tier",
+            ));
         }
         if self.webhook.retry_schedule_ms.is_empty() {
             return Err(ConfigError::invalid(
@@ -438,7 +447,10 @@ mod tests {
 
     fn good_env() -> BTreeMap<String, String> {
         env(&[
-            ("WEBHOOK_SIGNING_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+            (
+                "WEBHOOK_SIGNING_SECRET",
+                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            ),
             ("CSQ_USER", "relay"),
             ("CSQ_PASSWORD", "secret"),
             ("AMQP_URL", "amqp://u:p@example:5672/%2f"),

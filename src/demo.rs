@@ -37,7 +37,9 @@ struct DemoEnv {
 
 impl Env for DemoEnv {
     fn get(&self, name: &str) -> Option<String> {
-        ProcessEnv.get(name).or_else(|| self.defaults.get(name).cloned())
+        ProcessEnv
+            .get(name)
+            .or_else(|| self.defaults.get(name).cloned())
     }
 }
 
@@ -70,8 +72,14 @@ pub async fn run(config_path: &Path, total: usize) -> anyhow::Result<()> {
     let env = DemoEnv {
         defaults: BTreeMap::from([
             ("WEBHOOK_SIGNING_SECRET".to_string(), secret),
-            ("CSQ_USER".to_string(), sandbox::DEFAULT_CSQ_USER.to_string()),
-            ("CSQ_PASSWORD".to_string(), sandbox::DEFAULT_CSQ_PASSWORD.to_string()),
+            (
+                "CSQ_USER".to_string(),
+                sandbox::DEFAULT_CSQ_USER.to_string(),
+            ),
+            (
+                "CSQ_PASSWORD".to_string(),
+                sandbox::DEFAULT_CSQ_PASSWORD.to_string(),
+            ),
         ]),
     };
     let mut config = Config::load(config_path, &env, true)?;
@@ -110,7 +118,12 @@ pub async fn run(config_path: &Path, total: usize) -> anyhow::Result<()> {
         )
         .await?;
     let mut replies = ch
-        .basic_consume(reply_queue.name().clone(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .basic_consume(
+            reply_queue.name().clone(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
         .await?;
 
     let source = format!("demo-{}", chrono::Utc::now().format("%Y%m%d%H%M%S%3f"));
@@ -129,7 +142,9 @@ pub async fn run(config_path: &Path, total: usize) -> anyhow::Result<()> {
         let props = json_properties()
             .with_reply_to(reply_queue.name().as_str().into())
             .with_correlation_id(s.correlation_id.as_str().into());
-        publisher.publish(&exchange, &routing_key, &body, props).await?;
+        publisher
+            .publish(&exchange, &routing_key, &body, props)
+            .await?;
         sent.push(s);
     }
     publisher.close().await;
@@ -174,8 +189,19 @@ pub async fn run(config_path: &Path, total: usize) -> anyhow::Result<()> {
     csq_task.abort();
     hook_task.abort();
 
-    let received = inbox.lock().map(|r| (r.verified.clone(), r.bad_signatures)).unwrap_or_default();
-    report(&sent, &outcomes, &received.0, received.1, csq.stats(), elapsed, replies_done)
+    let received = inbox
+        .lock()
+        .map(|r| (r.verified.clone(), r.bad_signatures))
+        .unwrap_or_default();
+    report(
+        &sent,
+        &outcomes,
+        &received.0,
+        received.1,
+        csq.stats(),
+        elapsed,
+        replies_done,
+    )
 }
 
 /// Says which service is down, where it looked, and how to start it; both at once.
@@ -202,7 +228,13 @@ async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> StatusCode {
-    let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let h = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
     let ts = h("webhook-timestamp").parse::<i64>().unwrap_or(0);
     let fresh = (chrono::Utc::now().timestamp() - ts).abs() <= 300;
     let ok = fresh && key.verify(&h("webhook-id"), ts, &body, &h("webhook-signature"));
@@ -231,7 +263,11 @@ fn progress(done: usize, total: usize) {
     }
     let width = 40;
     let filled = done * width / total.max(1);
-    let bar = format!("[{}{}] {done}/{total} outcomes", "#".repeat(filled), "-".repeat(width - filled));
+    let bar = format!(
+        "[{}{}] {done}/{total} outcomes",
+        "#".repeat(filled),
+        "-".repeat(width - filled)
+    );
     if terminal {
         eprint!("\r{bar}");
     } else {
@@ -261,7 +297,10 @@ fn build_batch(source: &str, hook: &str, total: usize) -> Vec<(String, Vec<u8>, 
     };
     let sent = |i: usize, body: &Value, expected, has_callback| Sent {
         correlation_id: format!("msg-{i:04}"),
-        key: match (body.get("source").and_then(Value::as_str), body.get("command_id").and_then(Value::as_str)) {
+        key: match (
+            body.get("source").and_then(Value::as_str),
+            body.get("command_id").and_then(Value::as_str),
+        ) {
             (Some(s), Some(c)) => Some((s.to_string(), c.to_string())),
             _ => None,
         },
@@ -282,15 +321,43 @@ fn build_batch(source: &str, hook: &str, total: usize) -> Vec<(String, Vec<u8>, 
         no_id.as_object_mut().map(|o| o.remove("command_id"));
         let mismatch = purchase(9006, OPERATOR_OK);
         vec![
-            ("purchase.csq", b"{\"command_id\": \"oops\", not json".to_vec(), false),
+            (
+                "purchase.csq",
+                b"{\"command_id\": \"oops\", not json".to_vec(),
+                false,
+            ),
             ("purchase.csq", vec![0xc3, 0x28, 0xff], false),
             ("purchase.csq", vec![b' '; 70 * 1024], false),
-            ("purchase.csq", serde_json::to_vec(&float_amount).unwrap_or_default(), true),
-            ("purchase.csq", serde_json::to_vec(&negative).unwrap_or_default(), true),
-            ("purchase.csq", serde_json::to_vec(&unknown_param).unwrap_or_default(), true),
-            ("purchase.acme", serde_json::to_vec(&unknown_provider).unwrap_or_default(), true),
-            ("purchase.csq", serde_json::to_vec(&no_id).unwrap_or_default(), true),
-            ("redeem.csq", serde_json::to_vec(&mismatch).unwrap_or_default(), true),
+            (
+                "purchase.csq",
+                serde_json::to_vec(&float_amount).unwrap_or_default(),
+                true,
+            ),
+            (
+                "purchase.csq",
+                serde_json::to_vec(&negative).unwrap_or_default(),
+                true,
+            ),
+            (
+                "purchase.csq",
+                serde_json::to_vec(&unknown_param).unwrap_or_default(),
+                true,
+            ),
+            (
+                "purchase.acme",
+                serde_json::to_vec(&unknown_provider).unwrap_or_default(),
+                true,
+            ),
+            (
+                "purchase.csq",
+                serde_json::to_vec(&no_id).unwrap_or_default(),
+                true,
+            ),
+            (
+                "redeem.csq",
+                serde_json::to_vec(&mismatch).unwrap_or_default(),
+                true,
+            ),
         ]
     };
     let valid = total - malformed.len() - 1;
@@ -301,13 +368,21 @@ fn build_batch(source: &str, hook: &str, total: usize) -> Vec<(String, Vec<u8>, 
             (OPERATOR_OK, Status::Succeeded)
         };
         let body = purchase(i, operator);
-        out.push(("purchase.csq".to_string(), serde_json::to_vec(&body).unwrap_or_default(), sent(i, &body, expected, true)));
+        out.push((
+            "purchase.csq".to_string(),
+            serde_json::to_vec(&body).unwrap_or_default(),
+            sent(i, &body, expected, true),
+        ));
         if i == 0 {
             // The duplicate: the same command again, as a producer retrying would send it.
-            out.push(("purchase.csq".to_string(), serde_json::to_vec(&body).unwrap_or_default(), Sent {
-                correlation_id: "msg-dup".into(),
-                ..sent(i, &body, expected, true)
-            }));
+            out.push((
+                "purchase.csq".to_string(),
+                serde_json::to_vec(&body).unwrap_or_default(),
+                Sent {
+                    correlation_id: "msg-dup".into(),
+                    ..sent(i, &body, expected, true)
+                },
+            ));
         }
     }
     for (j, (key, body, has_callback)) in malformed.into_iter().enumerate() {
@@ -329,7 +404,14 @@ fn report(
     elapsed: Duration,
     replies_done: Duration,
 ) -> anyhow::Result<()> {
-    let statuses = [Status::Succeeded, Status::Declined, Status::Rejected, Status::Failed, Status::Reversed, Status::Expired];
+    let statuses = [
+        Status::Succeeded,
+        Status::Declined,
+        Status::Rejected,
+        Status::Failed,
+        Status::Reversed,
+        Status::Expired,
+    ];
     let mut commands: BTreeMap<Status, usize> = BTreeMap::new();
     let mut reply_count: BTreeMap<Status, usize> = BTreeMap::new();
     let mut callback_count: BTreeMap<Status, usize> = BTreeMap::new();
@@ -345,10 +427,18 @@ fn report(
             Some(o) => {
                 *reply_count.entry(o.status).or_default() += 1;
                 if o.status != s.expected {
-                    wrong.push(format!("{} expected {} got {}", s.correlation_id, s.expected.as_str(), o.status.as_str()));
+                    wrong.push(format!(
+                        "{} expected {} got {}",
+                        s.correlation_id,
+                        s.expected.as_str(),
+                        o.status.as_str()
+                    ));
                 }
                 if let Some(k) = &s.key {
-                    events_per_key.entry(k).or_default().insert(o.event_id.as_str());
+                    events_per_key
+                        .entry(k)
+                        .or_default()
+                        .insert(o.event_id.as_str());
                 }
             }
             None => wrong.push(format!("{}: no outcome", s.correlation_id)),
@@ -358,7 +448,10 @@ fn report(
         *callback_count.entry(c.status).or_default() += 1;
     }
     println!();
-    println!("{:<12} {:>9} {:>13} {:>22}", "status", "commands", "AMQP replies", "callbacks (verified)");
+    println!(
+        "{:<12} {:>9} {:>13} {:>22}",
+        "status", "commands", "AMQP replies", "callbacks (verified)"
+    );
     for st in statuses {
         let (c, r, b) = (
             commands.get(&st).copied().unwrap_or(0),
@@ -398,13 +491,20 @@ fn report(
     );
     let mut failures = wrong;
     if multi > 0 {
-        failures.push(format!("{multi} commands got more than one terminal outcome"));
+        failures.push(format!(
+            "{multi} commands got more than one terminal outcome"
+        ));
     }
     if callbacks.len() != expected_callbacks {
-        failures.push(format!("{} callbacks arrived, {expected_callbacks} expected", callbacks.len()));
+        failures.push(format!(
+            "{} callbacks arrived, {expected_callbacks} expected",
+            callbacks.len()
+        ));
     }
     if bad_signatures > 0 {
-        failures.push(format!("{bad_signatures} callbacks failed signature checks"));
+        failures.push(format!(
+            "{bad_signatures} callbacks failed signature checks"
+        ));
     }
     if failures.is_empty() {
         println!("result: every command has exactly one terminal outcome");

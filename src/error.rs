@@ -41,7 +41,9 @@ impl RelayError {
             RelayError::Database(e) => {
                 // A constraint or syntax error will fail the same way again.
                 match e.code() {
-                    Some(code) if code.code().starts_with("23") || code.code().starts_with("42") => {
+                    Some(code)
+                        if code.code().starts_with("23") || code.code().starts_with("42") =>
+                    {
                         ErrorClass::Final
                     }
                     _ => ErrorClass::Retryable,

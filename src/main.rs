@@ -11,10 +11,19 @@ use voucher_relay::workers::Relay;
 use voucher_relay::{admin, demo, publish, sandbox, store, telemetry};
 
 #[derive(Parser)]
-#[command(name = "voucher-relay", version, about = "Carries voucher transactions between upstream systems and voucher providers.")]
+#[command(
+    name = "voucher-relay",
+    version,
+    about = "Carries voucher transactions between upstream systems and voucher providers."
+)]
 struct Cli {
     /// The topology and provider settings.
-    #[arg(long, global = true, env = "VOUCHER_RELAY_CONFIG", default_value = "queues.toml")]
+    #[arg(
+        long,
+        global = true,
+        env = "VOUCHER_RELAY_CONFIG",
+        default_value = "queues.toml"
+    )]
     config: PathBuf,
     #[command(subcommand)]
     command: Cmd,
@@ -58,7 +67,10 @@ enum TopologyAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -95,7 +107,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Migrate => {
             let config = load(false)?;
             let applied = store::migrate(&config.database).await?;
-            println!("migrations applied: {applied} new, database {}", store::describe(&config.database));
+            println!(
+                "migrations applied: {applied} new, database {}",
+                store::describe(&config.database)
+            );
             Ok(())
         }
         Cmd::Topology { action } => {
@@ -108,10 +123,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let result = topology::apply(&conn, &config, mode).await;
             let _ = conn.close(200, "done".into()).await;
             result?;
-            println!("topology {} on {}", match mode {
-                topology::Mode::Declare => "declared",
-                topology::Mode::Check => "matches queues.toml",
-            }, broker::describe(&config.broker.url));
+            println!(
+                "topology {} on {}",
+                match mode {
+                    topology::Mode::Declare => "declared",
+                    topology::Mode::Check => "matches queues.toml",
+                },
+                broker::describe(&config.broker.url)
+            );
             Ok(())
         }
         Cmd::Sandbox => {

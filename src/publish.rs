@@ -51,7 +51,11 @@ pub fn read_file(path: &Path) -> anyhow::Result<Vec<Outgoing>> {
 }
 
 /// Publishes `commands`; with `wait`, prints each outcome as it arrives, up to `wait`.
-pub async fn run(config: &Config, commands: Vec<Outgoing>, wait: Option<Duration>) -> anyhow::Result<()> {
+pub async fn run(
+    config: &Config,
+    commands: Vec<Outgoing>,
+    wait: Option<Duration>,
+) -> anyhow::Result<()> {
     let exchange = config.name(&config.broker.commands_exchange);
     let conn = broker::connect(&config.broker.url, "voucher-relay publish").await?;
     let mut replies = None;
@@ -69,7 +73,12 @@ pub async fn run(config: &Config, commands: Vec<Outgoing>, wait: Option<Duration
             )
             .await?;
         let consumer = ch
-            .basic_consume(q.name().clone(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+            .basic_consume(
+                q.name().clone(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
             .await?;
         replies = Some((ch, q.name().to_string(), consumer));
     }
@@ -80,7 +89,9 @@ pub async fn run(config: &Config, commands: Vec<Outgoing>, wait: Option<Duration
         if let Some((_, queue, _)) = &replies {
             props = props.with_reply_to(queue.as_str().into());
         }
-        publisher.publish(&exchange, &c.routing_key, &c.body, props).await?;
+        publisher
+            .publish(&exchange, &c.routing_key, &c.body, props)
+            .await?;
         eprintln!("published {} ({})", c.correlation_id, c.routing_key);
     }
     publisher.close().await;

@@ -10,7 +10,9 @@ pub const DEFAULT_CSQ_PASSWORD: &str = "sandbox-secret";
 /// The CSQ simulator configured from the environment variables the config file names.
 pub fn csq_from_env(config: &Config, env: &dyn Env) -> CsqSandbox {
     let cfg = &config.providers.csq;
-    let user = env.get(&cfg.user_env).unwrap_or_else(|| DEFAULT_CSQ_USER.into());
+    let user = env
+        .get(&cfg.user_env)
+        .unwrap_or_else(|| DEFAULT_CSQ_USER.into());
     let password = env
         .get(&cfg.password_env)
         .unwrap_or_else(|| DEFAULT_CSQ_PASSWORD.into());
@@ -25,7 +27,10 @@ pub async fn run(config: &Config, env: &dyn Env) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(csq.listen)
         .await
         .map_err(|e| anyhow::anyhow!("sandbox.csq.listen {}: {e}", csq.listen))?;
-    eprintln!("CSQ sandbox on http://{} (operators 1001 ok, 1005 declines)", csq.listen);
+    eprintln!(
+        "CSQ sandbox on http://{} (operators 1001 ok, 1005 declines)",
+        csq.listen
+    );
     csq_from_env(config, env).serve(listener).await?;
     Ok(())
 }

@@ -84,7 +84,9 @@ impl Publisher {
         };
         match tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
             Ok(Ok(c)) if c.is_ack() => Ok(()),
-            Ok(Ok(_)) => Err(RelayError::NotConfirmed(format!("{exchange}/{routing_key}"))),
+            Ok(Ok(_)) => Err(RelayError::NotConfirmed(format!(
+                "{exchange}/{routing_key}"
+            ))),
             Ok(Err(e)) => Err(e.into()),
             Err(_) => Err(RelayError::Timeout("publisher confirm")),
         }
@@ -104,4 +106,3 @@ pub fn with_header(props: BasicProperties, key: &str, value: &str) -> BasicPrope
     headers.insert(key.into(), AMQPValue::LongString(value.into()));
     props.with_headers(headers)
 }
-

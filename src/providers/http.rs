@@ -158,10 +158,12 @@ impl ProviderHttp {
         let response = request.send().await.map_err(|e| (None, classify(&e)))?;
         let status = response.status();
         let code = status.as_u16();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| (Some(code), CallError::Unknown(format!("reading the body: {e}"))))?;
+        let bytes = response.bytes().await.map_err(|e| {
+            (
+                Some(code),
+                CallError::Unknown(format!("reading the body: {e}")),
+            )
+        })?;
         let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         if status.is_success() {
             if body.is_null() {
@@ -173,7 +175,10 @@ impl ProviderHttp {
             }
             Ok((code, body))
         } else if status == StatusCode::TOO_MANY_REQUESTS {
-            Err((Some(code), CallError::NotSent("429 Too Many Requests".into())))
+            Err((
+                Some(code),
+                CallError::NotSent("429 Too Many Requests".into()),
+            ))
         } else if status.is_server_error() {
             Err((Some(code), CallError::Unknown(format!("HTTP {code}"))))
         } else {

@@ -73,10 +73,13 @@ async fn connect_one(
     pg: &tokio_postgres::Config,
     cfg: &DatabaseConfig,
 ) -> Result<tokio_postgres::Client, ConnectError> {
-    let (client, connection) = pg.connect(NoTls).await.map_err(|e| ConnectError::Unreachable {
-        target: describe(cfg),
-        reason: e.to_string(),
-    })?;
+    let (client, connection) = pg
+        .connect(NoTls)
+        .await
+        .map_err(|e| ConnectError::Unreachable {
+            target: describe(cfg),
+            reason: e.to_string(),
+        })?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!(error = %e, "migration connection closed");
@@ -102,10 +105,15 @@ pub async fn ensure_database(cfg: &DatabaseConfig) -> Result<(), ConnectError> {
         .is_some();
     if !exists {
         let quoted = format!("\"{}\"", name.replace('"', "\"\""));
-        if let Err(e) = client.batch_execute(&format!("CREATE DATABASE {quoted}")).await {
+        if let Err(e) = client
+            .batch_execute(&format!("CREATE DATABASE {quoted}"))
+            .await
+        {
             // Another process may have created it at the same moment.
             if e.code() != Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) {
-                return Err(ConnectError::Migration(format!("creating database {name}: {e}")));
+                return Err(ConnectError::Migration(format!(
+                    "creating database {name}: {e}"
+                )));
             }
         }
     }

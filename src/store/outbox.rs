@@ -122,7 +122,12 @@ impl Store {
     }
 
     /// The attempt failed: retry after `retry_in`, or give up when it is `None`.
-    pub async fn outbox_failed(&self, id: i64, error: &str, retry_in: Option<Duration>) -> Result<()> {
+    pub async fn outbox_failed(
+        &self,
+        id: i64,
+        error: &str,
+        retry_in: Option<Duration>,
+    ) -> Result<()> {
         let client = self.pool.get().await?;
         match retry_in {
             Some(wait) => {

@@ -150,10 +150,30 @@ async fn queue_for_target(
     t: &ReplyTarget,
 ) -> Result<()> {
     if !t.reply_to.is_empty() {
-        outbox::insert(tx, outcome, sealed, tx_id, rejection_id, Channel::Reply, &t.reply_to, Some(&t.correlation_id)).await?;
+        outbox::insert(
+            tx,
+            outcome,
+            sealed,
+            tx_id,
+            rejection_id,
+            Channel::Reply,
+            &t.reply_to,
+            Some(&t.correlation_id),
+        )
+        .await?;
     }
     if !t.callback_url.is_empty() {
-        outbox::insert(tx, outcome, sealed, tx_id, rejection_id, Channel::Callback, &t.callback_url, None).await?;
+        outbox::insert(
+            tx,
+            outcome,
+            sealed,
+            tx_id,
+            rejection_id,
+            Channel::Callback,
+            &t.callback_url,
+            None,
+        )
+        .await?;
     }
     Ok(())
 }
@@ -228,7 +248,14 @@ impl Store {
             TxState::Sending => {
                 // The worker that held the lease is gone and may have sent the request.
                 add_target(&tx, r.id, target).await?;
-                transition(&tx, r.id, TxState::Sending, TxState::Unknown, json!({"reason": "lease expired while sending"})).await?;
+                transition(
+                    &tx,
+                    r.id,
+                    TxState::Sending,
+                    TxState::Unknown,
+                    json!({"reason": "lease expired while sending"}),
+                )
+                .await?;
                 Intake::Pending(r, TxState::Unknown)
             }
             TxState::Received | TxState::Unknown => {
@@ -257,7 +284,14 @@ impl Store {
             .await?;
         let attempt = row.map(|r| r.get::<_, i32>(0));
         if attempt.is_some() {
-            audit(&tx, id, Some(TxState::Received), TxState::Sending, json!({})).await?;
+            audit(
+                &tx,
+                id,
+                Some(TxState::Received),
+                TxState::Sending,
+                json!({}),
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(attempt)
@@ -267,7 +301,14 @@ impl Store {
     pub async fn release(&self, id: Uuid, reason: &str) -> Result<()> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        transition(&tx, id, TxState::Sending, TxState::Received, json!({"reason": reason})).await?;
+        transition(
+            &tx,
+            id,
+            TxState::Sending,
+            TxState::Received,
+            json!({"reason": reason}),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -276,7 +317,14 @@ impl Store {
     pub async fn mark_unknown(&self, id: Uuid, reason: &str) -> Result<()> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        transition(&tx, id, TxState::Sending, TxState::Unknown, json!({"reason": reason})).await?;
+        transition(
+            &tx,
+            id,
+            TxState::Sending,
+            TxState::Unknown,
+            json!({"reason": reason}),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -316,8 +364,25 @@ impl Store {
         if n == 0 {
             return Ok(false);
         }
-        audit(&tx, id, Some(from), TxState::Completed, json!({"status": outcome.status.as_str(), "event_id": outcome.event_id})).await?;
-        outbox::insert(&tx, outcome, &sealed, Some(id), None, Channel::Event, &outcome.routing_key(), None).await?;
+        audit(
+            &tx,
+            id,
+            Some(from),
+            TxState::Completed,
+            json!({"status": outcome.status.as_str(), "event_id": outcome.event_id}),
+        )
+        .await?;
+        outbox::insert(
+            &tx,
+            outcome,
+            &sealed,
+            Some(id),
+            None,
+            Channel::Event,
+            &outcome.routing_key(),
+            None,
+        )
+        .await?;
         let targets = tx
             .query(
                 "UPDATE reply_targets SET answered_at = now()
@@ -348,7 +413,10 @@ impl Store {
     ) -> Result<Outcome> {
         let outcome = rejection.outcome();
         let sealed = self.seal_outcome(&outcome);
-        let digest: String = Sha256::digest(body).iter().map(|b| format!("{b:02x}")).collect();
+        let digest: String = Sha256::digest(body)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         let id = Uuid::now_v7();
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
@@ -369,7 +437,17 @@ impl Store {
             ],
         )
         .await?;
-        outbox::insert(&tx, &outcome, &sealed, None, Some(id), Channel::Event, &outcome.routing_key(), None).await?;
+        outbox::insert(
+            &tx,
+            &outcome,
+            &sealed,
+            None,
+            Some(id),
+            Channel::Event,
+            &outcome.routing_key(),
+            None,
+        )
+        .await?;
         queue_for_target(&tx, &sealed, &outcome, None, Some(id), target).await?;
         tx.commit().await?;
         Ok(outcome)
@@ -397,10 +475,9 @@ impl Store {
     }
 
     pub(crate) fn open_outcome(&self, sealed: &[u8]) -> Result<Outcome> {
-        let plain = self
-            .sealer
-            .open(sealed)
-            .ok_or_else(|| RelayError::Corrupt("outcome cannot be decrypted: wrong DATA_ENCRYPTION_KEY?".into()))?;
+        let plain = self.sealer.open(sealed).ok_or_else(|| {
+            RelayError::Corrupt("outcome cannot be decrypted: wrong DATA_ENCRYPTION_KEY?".into())
+        })?;
         serde_json::from_slice(&plain).map_err(|e| RelayError::Corrupt(format!("outcome: {e}")))
     }
 }

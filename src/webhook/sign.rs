@@ -50,7 +50,11 @@ impl SigningKey {
             .split(' ')
             .filter_map(|candidate| candidate.strip_prefix("v1,"))
             .filter_map(|sig| STANDARD.decode(sig).ok())
-            .any(|sig| self.hmac(msg_id, timestamp, body).verify_slice(&sig).is_ok())
+            .any(|sig| {
+                self.hmac(msg_id, timestamp, body)
+                    .verify_slice(&sig)
+                    .is_ok()
+            })
     }
 
     fn hmac(&self, msg_id: &str, timestamp: i64, body: &[u8]) -> Hmac<Sha256> {
@@ -81,7 +85,11 @@ mod tests {
     #[test]
     fn matches_the_reference_vector() {
         let key = SigningKey::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
-        let sig = key.sign("msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, br#"{"test": 2432232314}"#);
+        let sig = key.sign(
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1614265330,
+            br#"{"test": 2432232314}"#,
+        );
         assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
         assert!(key.verify(
             "msg_p5jXN8AQM9LWM0D4loKWxJek",

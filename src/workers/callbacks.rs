@@ -76,26 +76,42 @@ async fn deliver_one(shared: &Shared, item: OutboxItem) {
                 .with_message_id(item.event_id.as_str().into())
                 .with_type(outcome_type(&item.payload).as_str().into());
             let (exchange, key) = match item.channel {
-                Channel::Event => (shared.config.name(&shared.config.broker.events_exchange), item.target.clone()),
+                Channel::Event => (
+                    shared.config.name(&shared.config.broker.events_exchange),
+                    item.target.clone(),
+                ),
                 _ => (String::new(), item.target.clone()),
             };
             if let Some(c) = item.correlation_id.as_deref().filter(|c| !c.is_empty()) {
                 props = props.with_correlation_id(c.into());
             }
-            match shared.publisher.publish(&exchange, &key, &item.payload, props).await {
+            match shared
+                .publisher
+                .publish(&exchange, &key, &item.payload, props)
+                .await
+            {
                 Ok(()) => Ok(()),
                 Err(e) => {
-                    let backoff = Duration::from_secs(1 << item.attempts.clamp(0, 5)).min(MAX_BROKER_RETRY);
+                    let backoff =
+                        Duration::from_secs(1 << item.attempts.clamp(0, 5)).min(MAX_BROKER_RETRY);
                     Err((e.to_string(), Some(jitter(backoff))))
                 }
             }
         }
-        Channel::Callback => match shared.deliverer.deliver(&item.target, &item.event_id, &item.payload).await {
+        Channel::Callback => match shared
+            .deliverer
+            .deliver(&item.target, &item.event_id, &item.payload)
+            .await
+        {
             CallbackResult::Delivered { status } => {
                 tracing::info!(status, "callback delivered");
                 Ok(())
             }
-            CallbackResult::Failed { status, reason, retry_after } => {
+            CallbackResult::Failed {
+                status,
+                reason,
+                retry_after,
+            } => {
                 let schedule = &shared.config.webhook.retry_schedule_ms;
                 let next = usize::try_from(item.attempts - 1)
                     .ok()
@@ -117,7 +133,8 @@ async fn deliver_one(shared: &Shared, item: OutboxItem) {
         }
         Err((reason, next)) => {
             let result = if next.is_some() { "retry" } else { "dead" };
-            metrics::counter!("voucher_deliveries_total", "channel" => channel, "result" => result).increment(1);
+            metrics::counter!("voucher_deliveries_total", "channel" => channel, "result" => result)
+                .increment(1);
             if next.is_none() {
                 tracing::error!(reason = %reason, "callback retries used up; dead-lettered in the outbox");
             }

@@ -26,7 +26,7 @@ use tracing::Instrument;
 use super::relay::Shared;
 use super::retry::until_done;
 use crate::broker::publisher::with_header;
-use crate::command::{self, Action, Command, OutcomeError, Outcome, Status};
+use crate::command::{self, Action, Command, Outcome, OutcomeError, Status};
 use crate::error::RelayError;
 use crate::mask::mask_json;
 use crate::providers::CallError;
@@ -69,7 +69,11 @@ pub async fn handle(shared: Arc<Shared>, delivery: Delivery) {
 fn reply_target(delivery: &Delivery, callback_url: Option<&str>) -> ReplyTarget {
     let p = &delivery.properties;
     ReplyTarget {
-        reply_to: p.reply_to().as_ref().map(|s| s.to_string()).unwrap_or_default(),
+        reply_to: p
+            .reply_to()
+            .as_ref()
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
         correlation_id: p
             .correlation_id()
             .as_ref()
@@ -133,13 +137,19 @@ async fn reject(
     })
     .await?;
     let props = with_header(
-        with_header(delivery.properties.clone(), "x-rejection-reason", rejection.reason.code()),
+        with_header(
+            delivery.properties.clone(),
+            "x-rejection-reason",
+            rejection.reason.code(),
+        ),
         "x-original-routing-key",
         routing_key,
     );
     let queue = shared.config.name(&shared.config.broker.rejected_queue);
     until_done("keep rejected original", || {
-        shared.publisher.publish("", &queue, &delivery.data, props.clone())
+        shared
+            .publisher
+            .publish("", &queue, &delivery.data, props.clone())
     })
     .await?;
     tracing::warn!(reason = rejection.reason.code(), event_id = %outcome.event_id, "command rejected");
@@ -177,14 +187,17 @@ async fn execute(
     cmd: &Command,
     r: TxRef,
 ) -> Result<(), RelayError> {
-    let Some(attempt) = until_done("claim", || shared.store.claim(r.id, lease(shared))).await? else {
+    let Some(attempt) = until_done("claim", || shared.store.claim(r.id, lease(shared))).await?
+    else {
         tracing::info!("another worker claimed this command first");
         return Ok(());
     };
     let (decision, exchange) = match &cmd.action {
         Action::CsqPurchase(params) => {
             let Some(local_reference) = r.local_reference else {
-                return Err(RelayError::Corrupt("CSQ transaction without localReference".into()));
+                return Err(RelayError::Corrupt(
+                    "CSQ transaction without localReference".into(),
+                ));
             };
             let (answer, exchange) = shared.csq.purchase(params, local_reference).await;
             let decision = answer.map(|a| {
@@ -201,7 +214,10 @@ async fn execute(
             (decision, exchange)
         }
     };
-    until_done("record exchange", || shared.store.record_exchange(r.id, &exchange)).await?;
+    until_done("record exchange", || {
+        shared.store.record_exchange(r.id, &exchange)
+    })
+    .await?;
     let kind = cmd.action.kind();
     let provider = cmd.action.provider().as_str();
     let finish = |status, result, error| {
@@ -223,7 +239,8 @@ async fn execute(
         }) => finish(status, result, error),
         Ok(Decision::Unknown(reason)) | Err(CallError::Unknown(reason)) => {
             tracing::error!(reason = %reason, "provider outcome unknown; not sending again");
-            metrics::counter!("voucher_unknown_outcomes_total", "provider" => provider).increment(1);
+            metrics::counter!("voucher_unknown_outcomes_total", "provider" => provider)
+                .increment(1);
             return until_done("mark unknown", || shared.store.mark_unknown(r.id, &reason)).await;
         }
         Err(CallError::NotSent(reason)) if attempt < MAX_NOT_SENT_ATTEMPTS => {
@@ -236,7 +253,9 @@ async fn execute(
             None,
             Some(OutcomeError {
                 code: "provider_unreachable".into(),
-                message: format!("the provider could not be reached after {attempt} attempts: {reason}"),
+                message: format!(
+                    "the provider could not be reached after {attempt} attempts: {reason}"
+                ),
                 provider_code: None,
             }),
         ),
@@ -251,7 +270,10 @@ async fn execute(
             }),
         ),
     };
-    let stored = until_done("complete", || shared.store.complete(r.id, TxState::Sending, &outcome)).await?;
+    let stored = until_done("complete", || {
+        shared.store.complete(r.id, TxState::Sending, &outcome)
+    })
+    .await?;
     if stored {
         tracing::info!(status = outcome.status.as_str(), event_id = %outcome.event_id, latency_ms = exchange.latency.as_millis() as u64, "command finished");
         metrics::counter!("voucher_outcomes_total", "provider" => provider, "kind" => kind, "status" => outcome.status.as_str()).increment(1);

@@ -92,12 +92,18 @@ async fn consume_supervised(shared: Arc<Shared>, queue: String, mut shutdown: Sh
     let mut wait = Duration::from_millis(200);
     while !shutdown.is_triggered() {
         let run = async {
-            let conn = broker::connect(&shared.config.broker.url, &format!("voucher-relay {queue}")).await?;
+            let conn =
+                broker::connect(&shared.config.broker.url, &format!("voucher-relay {queue}"))
+                    .await?;
             let result = {
                 let shared = shared.clone();
-                broker::consume(&conn, &name, shared.config.broker.prefetch, shutdown.clone(), move |d| {
-                    super::executor::handle(shared.clone(), d)
-                })
+                broker::consume(
+                    &conn,
+                    &name,
+                    shared.config.broker.prefetch,
+                    shutdown.clone(),
+                    move |d| super::executor::handle(shared.clone(), d),
+                )
                 .await
             };
             let _ = conn.close(200, "consumer stopped".into()).await;

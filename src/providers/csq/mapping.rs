@@ -145,11 +145,7 @@ fn additional_data(v: Option<&Value>) -> Value {
     }
     let mut out = Map::new();
     match v {
-        Some(Value::Object(o)) => {
-            if !pair(o, &mut out) {
-                out = o.clone();
-            }
-        }
+        Some(Value::Object(o)) if !pair(o, &mut out) => out = o.clone(),
         Some(Value::Array(items)) => {
             for item in items.iter().filter_map(Value::as_object) {
                 pair(item, &mut out);
@@ -172,7 +168,11 @@ pub fn decimal_to_minor(s: &str) -> Option<i64> {
         return None;
     }
     let cents: i64 = format!("{frac:0<2}").parse().ok()?;
-    whole.parse::<i64>().ok()?.checked_mul(100)?.checked_add(cents)
+    whole
+        .parse::<i64>()
+        .ok()?
+        .checked_mul(100)?
+        .checked_add(cents)
 }
 
 #[cfg(test)]
@@ -192,7 +192,12 @@ mod tests {
             "extraInfo": {"redeemCode": "1111222233334444", "redeemInstructions": "Use online",
                           "expiration": "2027-01-01", "additionalData": {"key": "pin", "value": "99"}},
             "hasAdditionalData": false, "destinationamount": 12.5}]});
-        let Decision::Final { status, result: Some(r), .. } = purchase_decision(&answer, REF) else {
+        let Decision::Final {
+            status,
+            result: Some(r),
+            ..
+        } = purchase_decision(&answer, REF)
+        else {
             panic!("final expected")
         };
         assert_eq!(status, Status::Succeeded);
@@ -208,9 +213,17 @@ mod tests {
             &json!({"rc": 0, "items": [{"finalstatus": 1, "resultcode": "14"}]}),
             REF,
         );
-        assert!(matches!(d, Decision::Final { status: Status::Declined, .. }));
+        assert!(matches!(
+            d,
+            Decision::Final {
+                status: Status::Declined,
+                ..
+            }
+        ));
         let d = purchase_decision(&json!({"rc": 17}), REF);
-        let Decision::Final { error: Some(e), .. } = d else { panic!() };
+        let Decision::Final { error: Some(e), .. } = d else {
+            panic!()
+        };
         assert_eq!(e.provider_code.as_deref(), Some("rc:17"));
     }
 
@@ -223,7 +236,10 @@ mod tests {
             json!({"rc": 0, "items": [{"finalstatus": 2}]}),
             json!({"rc": 0, "items": [{"finalstatus": 9}]}),
         ] {
-            assert!(matches!(purchase_decision(&a, REF), Decision::Unknown(_)), "{a}");
+            assert!(
+                matches!(purchase_decision(&a, REF), Decision::Unknown(_)),
+                "{a}"
+            );
         }
     }
 

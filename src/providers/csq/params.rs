@@ -179,6 +179,8 @@ mod tests {
         assert!(parse(json!({"terminal_id": "7", "operator_id": 1001})).is_err());
         assert!(parse(json!({"terminal_id": 0, "operator_id": 1001})).is_err());
         assert!(parse(json!({"terminal_id": 3_000_000_000i64, "operator_id": 1001})).is_err());
-        assert!(parse(json!({"terminal_id": 7, "operator_id": 1001, "document_type": "VISA"})).is_err());
+        assert!(
+            parse(json!({"terminal_id": 7, "operator_id": 1001, "document_type": "VISA"})).is_err()
+        );
     }
 }

@@ -115,24 +115,28 @@ async fn reset(State(sandbox): State<CsqSandbox>) -> StatusCode {
 }
 
 fn refuse(status: StatusCode, rc: i64, message: &str) -> Response {
-    (status, axum::Json(json!({"rc": rc, "resultmessage": message}))).into_response()
+    (
+        status,
+        axum::Json(json!({"rc": rc, "resultmessage": message})),
+    )
+        .into_response()
 }
 
-/// Checks U / SH / ST; returns the refusal to send when they are wrong.
-fn check_auth(sandbox: &CsqSandbox, headers: &HeaderMap) -> Result<(), Response> {
+/// Checks U / SH / ST; returns why when they are wrong.
+fn check_auth(sandbox: &CsqSandbox, headers: &HeaderMap) -> Result<(), &'static str> {
     let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let (Some(u), Some(sh), Some(st)) = (get("U"), get("SH"), get("ST")) else {
-        return Err(refuse(StatusCode::UNAUTHORIZED, 401, "missing U, SH or ST header"));
+        return Err("missing U, SH or ST header");
     };
     let Ok(ts) = st.parse::<i64>() else {
-        return Err(refuse(StatusCode::UNAUTHORIZED, 401, "ST is not a Unix timestamp"));
+        return Err("ST is not a Unix timestamp");
     };
     if (chrono::Utc::now().timestamp() - ts).abs() > auth::MAX_CLOCK_SKEW_SECS {
-        return Err(refuse(StatusCode::UNAUTHORIZED, 401, "ST is too far from the server clock"));
+        return Err("ST is too far from the server clock");
     }
     let expected = auth::signature(&sandbox.inner.user, st, &sandbox.inner.password);
     if u != sandbox.inner.user || sh != expected {
-        return Err(refuse(StatusCode::UNAUTHORIZED, 401, "bad credentials"));
+        return Err("bad credentials");
     }
     Ok(())
 }
@@ -143,18 +147,26 @@ async fn purchase(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(refusal) = check_auth(&sandbox, &headers) {
-        return refusal;
+    if let Err(why) = check_auth(&sandbox, &headers) {
+        return refuse(StatusCode::UNAUTHORIZED, 401, why);
     }
     let Ok(Path((terminal, operator, reference))) = path else {
-        return refuse(StatusCode::BAD_REQUEST, 400, "path parameters must be int32");
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            400,
+            "path parameters must be int32",
+        );
     };
     let is_json = headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
     if !is_json {
-        return refuse(StatusCode::UNSUPPORTED_MEDIA_TYPE, 415, "Content-Type must be application/json");
+        return refuse(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            415,
+            "Content-Type must be application/json",
+        );
     }
     let body: PurchaseBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
@@ -162,7 +174,11 @@ async fn purchase(
     };
     if let Some(t) = &body.local_date_time {
         if chrono::DateTime::parse_from_rfc3339(t).is_err() {
-            return refuse(StatusCode::BAD_REQUEST, 400, "localDateTime is not a date-time");
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                400,
+                "localDateTime is not a date-time",
+            );
         }
     }
 
@@ -172,8 +188,10 @@ async fn purchase(
         if *first_operator == operator {
             return axum::Json(answer.clone()).into_response();
         }
-        return axum::Json(json!({"rc": 12, "resultmessage": "localReference already used on this terminal"}))
-            .into_response();
+        return axum::Json(
+            json!({"rc": 12, "resultmessage": "localReference already used on this terminal"}),
+        )
+        .into_response();
     }
     let answer = match operator {
         OPERATOR_OK => match body.amount_to_send_x100 {
@@ -198,7 +216,9 @@ async fn purchase(
 /// A successful sale with a fresh voucher code.
 fn sold(amount_x100: i32) -> Value {
     let mut rng = rand::rng();
-    let code: String = (0..16).map(|_| char::from(b'0' + rng.random_range(0..10u8))).collect();
+    let code: String = (0..16)
+        .map(|_| char::from(b'0' + rng.random_range(0..10u8)))
+        .collect();
     let supplier_ref = format!("CSQ{}", rng.random_range(10_000_000u32..99_999_999));
     json!({
         "rc": 0,

@@ -1,0 +1,392 @@
+//! Test harness: each test gets its own database, its own broker name prefix, its own CSQ
+//! sandbox and its own callback receiver, so tests run in parallel on one RabbitMQ and one
+//! PostgreSQL without seeing each other.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use base64::Engine;
+use futures_util::StreamExt;
+use hmac::{Hmac, Mac};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, ExchangeDeleteOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, Consumer};
+use serde_json::Value;
+use sha2::Sha256;
+use voucher_relay::command::Outcome;
+use voucher_relay::config::Config;
+use voucher_relay::providers::csq::sandbox::CsqSandbox;
+use voucher_relay::workers::Relay;
+
+pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const CONFIG: &str = include_str!("../../queues.toml");
+
+/// One callback as the receiver saw it.
+#[derive(Debug, Clone)]
+pub struct Hook {
+    pub webhook_id: String,
+    pub body: Value,
+    /// Checked here with plain HMAC code, independent of the relay's signer.
+    pub signature_ok: bool,
+}
+
+#[derive(Default)]
+pub struct HookState {
+    pub hooks: Vec<Hook>,
+    /// Answer 503 to this many requests before accepting.
+    pub fail_first: usize,
+    pub attempts: usize,
+}
+
+pub struct TestEnv {
+    pub id: String,
+    pub config: Config,
+    pub sandbox: CsqSandbox,
+    pub hook_url: String,
+    pub hook_state: Arc<Mutex<HookState>>,
+    pub conn: Connection,
+    pub channel: Channel,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+fn amqp_url() -> String {
+    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+fn pg_base() -> String {
+    std::env::var("TEST_DATABASE_BASE")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// Verifies a Standard Webhooks signature from first principles.
+fn verify(headers: &HeaderMap, body: &[u8]) -> bool {
+    let h = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    };
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(SECRET.trim_start_matches("whsec_"))
+        .expect("test secret");
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("hmac key");
+    mac.update(format!("{}.{}.", h("webhook-id"), h("webhook-timestamp")).as_bytes());
+    mac.update(body);
+    let expected = format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    );
+    h("webhook-signature").split(' ').any(|s| s == expected)
+}
+
+async fn receive(
+    State(state): State<Arc<Mutex<HookState>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let mut s = state.lock().unwrap();
+    s.attempts += 1;
+    if s.fail_first > 0 {
+        s.fail_first -= 1;
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
+    let hook = Hook {
+        webhook_id: headers
+            .get("webhook-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string(),
+        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+        signature_ok: verify(&headers, &body),
+    };
+    s.hooks.push(hook);
+    StatusCode::OK
+}
+
+impl TestEnv {
+    pub async fn new() -> TestEnv {
+        let id = uuid::Uuid::now_v7().simple().to_string()[20..].to_string();
+        let env: BTreeMap<String, String> = BTreeMap::from([
+            ("WEBHOOK_SIGNING_SECRET".into(), SECRET.into()),
+            ("CSQ_USER".into(), "tester".into()),
+            ("CSQ_PASSWORD".into(), "test-secret".into()),
+            ("AMQP_URL".into(), amqp_url()),
+            ("DATABASE_URL".into(), format!("{}/vr_test_{id}", pg_base())),
+        ]);
+        let mut config = Config::from_toml(CONFIG, "queues.toml", &env, true).expect("config");
+        config.broker.name_prefix = format!("t{id}.");
+        config.broker.prefetch = 8;
+        config.webhook.retry_schedule_ms = vec![100, 200, 400];
+        config.providers.csq.request_timeout_ms = 3000;
+        config.providers.csq.rate_per_sec = 1000;
+
+        let sandbox = CsqSandbox::new("tester", "test-secret");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        config.providers.csq.base_url = format!("http://{}", listener.local_addr().unwrap());
+        let sb = sandbox.clone();
+        let mut tasks = vec![tokio::spawn(async move {
+            let _ = sb.serve(listener).await;
+        })];
+
+        let hook_state: Arc<Mutex<HookState>> = Arc::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let hook_url = format!("http://{}/hooks", listener.local_addr().unwrap());
+        let app = Router::new()
+            .route("/hooks", post(receive))
+            .with_state(hook_state.clone());
+        tasks.push(tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        }));
+
+        let conn = Connection::connect(&amqp_url(), Default::default())
+            .await
+            .expect("rabbitmq");
+        let channel = conn.create_channel().await.unwrap();
+        TestEnv {
+            id,
+            config,
+            sandbox,
+            hook_url,
+            hook_state,
+            conn,
+            channel,
+            tasks,
+        }
+    }
+
+    pub async fn start_relay(&self) -> Relay {
+        Relay::start(self.config.clone())
+            .await
+            .expect("relay starts")
+    }
+
+    pub fn name(&self, logical: &str) -> String {
+        self.config.name(logical)
+    }
+
+    /// Publishes raw bytes to `voucher.commands` as a producer would.
+    pub async fn publish_raw(
+        &self,
+        routing_key: &str,
+        body: &[u8],
+        reply_to: Option<&str>,
+        correlation_id: &str,
+    ) {
+        let mut props = BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_delivery_mode(2)
+            .with_correlation_id(correlation_id.into());
+        if let Some(r) = reply_to {
+            props = props.with_reply_to(r.into());
+        }
+        self.channel
+            .basic_publish(
+                self.name("voucher.commands").as_str().into(),
+                routing_key.into(),
+                Default::default(),
+                body,
+                props,
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
+    pub async fn publish(&self, cmd: &Value, reply_to: Option<&str>, correlation_id: &str) {
+        let key = format!(
+            "{}.{}",
+            cmd["kind"].as_str().unwrap(),
+            cmd["provider"].as_str().unwrap()
+        );
+        self.publish_raw(
+            &key,
+            &serde_json::to_vec(cmd).unwrap(),
+            reply_to,
+            correlation_id,
+        )
+        .await;
+    }
+
+    /// A private reply queue and its consumer.
+    pub async fn reply_queue(&self) -> (String, Consumer) {
+        let ch = self.conn.create_channel().await.unwrap();
+        let q = ch
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let consumer = ch
+            .basic_consume(
+                q.name().clone(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        (q.name().to_string(), consumer)
+    }
+
+    /// A queue bound to `voucher.events` with `pattern`, declared before the relay publishes.
+    pub async fn event_queue(&self, pattern: &str) -> Consumer {
+        let (name, consumer) = self.reply_queue().await;
+        self.channel
+            .queue_bind(
+                name.as_str().into(),
+                self.name("voucher.events").as_str().into(),
+                pattern.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        consumer
+    }
+
+    /// Waits for callbacks until `pred` holds or the time runs out; returns what arrived.
+    pub async fn hooks_until(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&[Hook]) -> bool,
+    ) -> Vec<Hook> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let hooks = self.hook_state.lock().unwrap().hooks.clone();
+            if pred(&hooks) || tokio::time::Instant::now() > deadline {
+                return hooks;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Messages currently in a queue, taken off it.
+    pub async fn drain(&self, logical_queue: &str) -> Vec<lapin::message::BasicGetMessage> {
+        let mut out = Vec::new();
+        while let Some(m) = self
+            .channel
+            .basic_get(
+                self.name(logical_queue).as_str().into(),
+                BasicGetOptions { no_ack: true },
+            )
+            .await
+            .unwrap()
+        {
+            out.push(m);
+        }
+        out
+    }
+
+    pub async fn db(&self) -> tokio_postgres::Client {
+        let (client, conn) =
+            tokio_postgres::connect(&self.config.database.url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        client
+    }
+
+    /// Deletes this test's queues, exchanges and database.
+    pub async fn cleanup(self) {
+        let ch = self.conn.create_channel().await.unwrap();
+        let c = &self.config;
+        for q in c
+            .queues
+            .iter()
+            .map(|q| &q.name)
+            .chain(c.delay_tiers.iter().map(|t| &t.name))
+        {
+            let _ = ch
+                .queue_delete(c.name(q).as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+        for e in c
+            .exchanges
+            .iter()
+            .map(|e| &e.name)
+            .chain(c.delay_tiers.iter().map(|t| &t.name))
+        {
+            let _ = ch
+                .exchange_delete(c.name(e).as_str().into(), ExchangeDeleteOptions::default())
+                .await;
+        }
+        let _ = self.conn.close(200, "test done".into()).await;
+        for t in self.tasks {
+            t.abort();
+        }
+        if let Ok((admin, conn)) =
+            tokio_postgres::connect(&format!("{}/postgres", pg_base()), tokio_postgres::NoTls).await
+        {
+            tokio::spawn(conn);
+            let _ = admin
+                .batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS vr_test_{} WITH (FORCE)",
+                    self.id
+                ))
+                .await;
+        }
+    }
+}
+
+/// Reads `n` outcomes from a consumer, each with its correlation id.
+pub async fn next_outcomes(
+    consumer: &mut Consumer,
+    n: usize,
+    timeout: Duration,
+) -> Vec<(String, Outcome)> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut out = Vec::new();
+    while out.len() < n {
+        match tokio::time::timeout_at(deadline, consumer.next()).await {
+            Ok(Some(Ok(d))) => {
+                let corr = d
+                    .properties
+                    .correlation_id()
+                    .as_ref()
+                    .map(|c| c.to_string())
+                    .unwrap_or_default();
+                let o: Outcome = serde_json::from_slice(&d.data).expect("outcome JSON");
+                d.ack(BasicAckOptions::default()).await.unwrap();
+                out.push((corr, o));
+            }
+            _ => panic!("only {} of {n} outcomes arrived", out.len()),
+        }
+    }
+    out
+}
+
+/// A valid CSQ purchase.
+pub fn purchase(command_id: &str, operator: i32, callback: Option<&str>) -> Value {
+    serde_json::json!({
+        "command_id": command_id,
+        "source": "pos-17",
+        "kind": "purchase",
+        "provider": "csq",
+        "callback_url": callback,
+        "params": {
+            "terminal_id": 17,
+            "operator_id": operator,
+            "product_id": "gift-25",
+            "amount_to_send_x100": 2500,
+            "receiver_email": "holder@example.com",
+            "document_type": "PASSPORT",
+            "document_number": "X1234567"
+        }
+    })
+}

@@ -1,0 +1,9 @@
+//! Integration tests against the real RabbitMQ and PostgreSQL, in one binary so they link
+//! once. Each test isolates itself with its own database and broker name prefix.
+
+mod bad_input;
+mod cli;
+mod harness;
+mod purchase;
+mod restart;
+mod topology;
