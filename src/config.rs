@@ -172,6 +172,9 @@ pub struct ProviderConfig {
     pub request_timeout_ms: u64,
     pub rate_per_sec: u32,
     pub concurrency: usize,
+    pub poll_queue: String,
+    pub resolve_deadline_ms: u64,
+    pub additional_data_deadline_ms: u64,
 }
 
 impl ProviderConfig {
@@ -345,6 +348,7 @@ impl Config {
             ("broker.rejected_queue", &self.broker.rejected_queue),
             ("broker.unrouted_queue", &self.broker.unrouted_queue),
             ("providers.csq.queue", &self.providers.csq.queue),
+            ("providers.csq.poll_queue", &self.providers.csq.poll_queue),
         ] {
             if !queues.contains(&queue.as_str()) {
                 return Err(ConfigError::invalid(

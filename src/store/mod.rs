@@ -1,6 +1,7 @@
 //! PostgreSQL: the source of truth. Pool, migrations, and one file per table group.
 
 pub mod outbox;
+pub mod polls;
 pub mod transactions;
 
 use std::str::FromStr;

@@ -43,6 +43,8 @@ impl Channel {
 pub struct OutboxItem {
     pub id: i64,
     pub event_id: String,
+    /// The transaction or rejection the outcome belongs to, for the logs.
+    pub transaction_id: Option<Uuid>,
     pub channel: Channel,
     pub target: String,
     pub correlation_id: Option<String>,
@@ -88,7 +90,7 @@ impl Store {
                      ORDER BY next_attempt_at, id
                      LIMIT $1
                      FOR UPDATE SKIP LOCKED)
-                 RETURNING id, event_id, channel, target, correlation_id, payload_sealed, attempts",
+                 RETURNING id, event_id, coalesce(transaction_id, rejection_id) AS transaction_id, channel, target, correlation_id, payload_sealed, attempts",
                 &[&limit, &secs],
             )
             .await?;
@@ -99,6 +101,7 @@ impl Store {
             items.push(OutboxItem {
                 id: row.get("id"),
                 event_id: row.get("event_id"),
+                transaction_id: row.get("transaction_id"),
                 channel: Channel::parse(row.get("channel")),
                 target: row.get("target"),
                 correlation_id: row.get("correlation_id"),

@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::Store;
 use super::outbox::{self, Channel};
+use super::polls::{self, PollPlan};
 use crate::command::{Command, Outcome, Rejection};
 use crate::error::{RelayError, Result};
 use crate::providers::Exchange;
@@ -24,8 +25,10 @@ pub enum TxState {
     Received,
     /// A worker holds the lease and may have sent the request.
     Sending,
-    /// The request may have been applied; the answer is not known.
+    /// The request may have been applied; the answer is not known. A `resolve` poll runs.
     Unknown,
+    /// Sold; the additional data is not there yet. An `additional_data` poll runs.
+    AwaitingData,
     /// A terminal outcome is stored.
     Completed,
 }
@@ -36,15 +39,17 @@ impl TxState {
             TxState::Received => "received",
             TxState::Sending => "sending",
             TxState::Unknown => "unknown",
+            TxState::AwaitingData => "awaiting_data",
             TxState::Completed => "completed",
         }
     }
 
-    fn parse(s: &str) -> Result<TxState> {
+    pub(crate) fn parse(s: &str) -> Result<TxState> {
         Ok(match s {
             "received" => TxState::Received,
             "sending" => TxState::Sending,
             "unknown" => TxState::Unknown,
+            "awaiting_data" => TxState::AwaitingData,
             "completed" => TxState::Completed,
             other => return Err(RelayError::Corrupt(format!("transaction state {other:?}"))),
         })
@@ -59,7 +64,9 @@ impl TxState {
                 | (Sending, Received)
                 | (Sending, Completed)
                 | (Sending, Unknown)
+                | (Sending, AwaitingData)
                 | (Unknown, Completed)
+                | (AwaitingData, Completed)
         )
     }
 }
@@ -181,23 +188,29 @@ async fn queue_for_target(
 impl Store {
     /// Records a command idempotently and registers who wants its outcome. One database
     /// transaction; the AMQP message may be acked once this returns (except for `Busy`).
+    ///
+    /// A transaction found in `sending` after its lease expired becomes `unknown`, and its
+    /// resolution poll (`resolve`) is scheduled in the same database transaction.
     pub async fn intake(
         &self,
         cmd: &Command,
         params_masked: &Value,
         target: &ReplyTarget,
+        resolve: &PollPlan,
     ) -> Result<Intake> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let (terminal_id, uses_local_ref) = match &cmd.action {
-            crate::command::Action::CsqPurchase(p) => (Some(p.terminal_id), true),
+        let (terminal_id, operator_id, uses_local_ref) = match &cmd.action {
+            crate::command::Action::CsqPurchase(p) => {
+                (Some(p.terminal_id), Some(p.operator_id), true)
+            }
         };
         let new_id = Uuid::now_v7();
         let inserted = tx
             .query_opt(
                 "INSERT INTO transactions
-                     (id, source, command_id, kind, provider, state, params_masked, terminal_id, local_reference)
-                 VALUES ($1, $2, $3, $4, $5, 'received', $6, $7,
+                     (id, source, command_id, kind, provider, state, params_masked, terminal_id, operator_id, local_reference)
+                 VALUES ($1, $2, $3, $4, $5, 'received', $6, $7, $9,
                          CASE WHEN $8 THEN nextval('csq_local_reference')::integer END)
                  ON CONFLICT (source, command_id) DO NOTHING
                  RETURNING local_reference",
@@ -210,6 +223,7 @@ impl Store {
                     params_masked,
                     &terminal_id,
                     &uses_local_ref,
+                    &operator_id,
                 ],
             )
             .await?;
@@ -256,9 +270,10 @@ impl Store {
                     json!({"reason": "lease expired while sending"}),
                 )
                 .await?;
+                polls::schedule(&tx, r.id, resolve).await?;
                 Intake::Pending(r, TxState::Unknown)
             }
-            TxState::Received | TxState::Unknown => {
+            TxState::Received | TxState::Unknown | TxState::AwaitingData => {
                 add_target(&tx, r.id, target).await?;
                 Intake::Pending(r, state)
             }
@@ -313,18 +328,41 @@ impl Store {
         Ok(())
     }
 
-    /// `sending -> unknown`: the request may have been applied.
-    pub async fn mark_unknown(&self, id: Uuid, reason: &str) -> Result<()> {
+    /// `sending -> unknown`: the request may have been applied. Schedules its resolution.
+    pub async fn mark_unknown(&self, id: Uuid, reason: &str, resolve: &PollPlan) -> Result<()> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        transition(
+        if transition(
             &tx,
             id,
             TxState::Sending,
             TxState::Unknown,
             json!({"reason": reason}),
         )
-        .await?;
+        .await?
+        {
+            polls::schedule(&tx, id, resolve).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// `sending -> awaiting_data`: sold, the additional data comes later. Keeps what the
+    /// sale returned (sealed) and schedules the additional-data poll.
+    pub async fn await_data(&self, id: Uuid, partial: &Value, plan: &PollPlan) -> Result<()> {
+        let sealed = self
+            .sealer
+            .seal(&serde_json::to_vec(partial).unwrap_or_default());
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        if transition(&tx, id, TxState::Sending, TxState::AwaitingData, json!({})).await? {
+            tx.execute(
+                "UPDATE transactions SET partial_sealed = $2 WHERE id = $1",
+                &[&id, &sealed],
+            )
+            .await?;
+            polls::schedule(&tx, id, plan).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -404,13 +442,14 @@ impl Store {
     }
 
     /// Records a refused command and queues its `rejected` outcome, in one transaction.
+    /// Returns the rejection's id, which stands in for a transaction id in the logs.
     pub async fn record_rejection(
         &self,
         rejection: &Rejection,
         routing_key: &str,
         body: &[u8],
         target: &ReplyTarget,
-    ) -> Result<Outcome> {
+    ) -> Result<(Uuid, Outcome)> {
         let outcome = rejection.outcome();
         let sealed = self.seal_outcome(&outcome);
         let digest: String = Sha256::digest(body)
@@ -450,7 +489,7 @@ impl Store {
         .await?;
         queue_for_target(&tx, &sealed, &outcome, None, Some(id), target).await?;
         tx.commit().await?;
-        Ok(outcome)
+        Ok((id, outcome))
     }
 
     /// The stored terminal outcome of a command, if it has one.

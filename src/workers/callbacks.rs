@@ -65,7 +65,11 @@ fn jitter(d: Duration) -> Duration {
 }
 
 async fn deliver(shared: &Shared, item: OutboxItem) {
-    let span = tracing::info_span!("outbox", event_id = %item.event_id, channel = ?item.channel, attempt = item.attempts);
+    let transaction_id = item
+        .transaction_id
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    let span = tracing::info_span!("outbox", transaction_id = %transaction_id, event_id = %item.event_id, channel = ?item.channel, attempt = item.attempts);
     deliver_one(shared, item).instrument(span).await
 }
 

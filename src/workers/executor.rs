@@ -12,8 +12,8 @@
 //! A crash anywhere before 6 redelivers the message, and intake then finds the transaction
 //! in the state the crash left it: `received` is claimed again (nothing was sent),
 //! `sending` under a live lease waits in a delay tier, `sending` with an expired lease
-//! becomes `unknown` (it may have been applied, so it is never sent again blindly), and
-//! `completed` answers with the stored outcome.
+//! becomes `unknown` (it may have been applied, so it is never sent again blindly, and the
+//! poller resolves it by query), and `completed` answers with the stored outcome.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +23,7 @@ use lapin::options::{BasicAckOptions, BasicNackOptions};
 use serde_json::Value;
 use tracing::Instrument;
 
+use super::poller;
 use super::relay::Shared;
 use super::retry::until_done;
 use crate::broker::publisher::with_header;
@@ -31,6 +32,7 @@ use crate::error::RelayError;
 use crate::mask::mask_json;
 use crate::providers::CallError;
 use crate::providers::csq::{self, Decision, PurchaseRef};
+use crate::store::polls::{PollPlan, Purpose};
 use crate::store::transactions::{Intake, ReplyTarget, TxRef, TxState};
 
 /// Attempts after which a provider that never answered makes the command `failed`.
@@ -93,7 +95,11 @@ async fn process(shared: &Shared, delivery: &Delivery) -> Result<(), RelayError>
     span.record("command_id", cmd.command_id.as_str());
     let target = reply_target(delivery, cmd.callback_url.as_deref());
     let masked = mask_json(&params_json(&cmd));
-    let intake = until_done("intake", || shared.store.intake(&cmd, &masked, &target)).await?;
+    let resolve = resolve_plan(shared);
+    let intake = until_done("intake", || {
+        shared.store.intake(&cmd, &masked, &target, &resolve)
+    })
+    .await?;
     let (r, state) = match intake {
         Intake::New(r) => (r, TxState::Received),
         Intake::Pending(r, state) => (r, state),
@@ -113,10 +119,19 @@ async fn process(shared: &Shared, delivery: &Delivery) -> Result<(), RelayError>
     match state {
         TxState::Received => execute(shared, delivery, &cmd, r).await,
         TxState::Unknown => {
-            tracing::warn!("outcome unknown; waiting for resolution, not sending again");
-            metrics::counter!("voucher_unknown_outcomes_total", "provider" => cmd.action.provider().as_str()).increment(1);
-            Ok(())
+            // Resolution is scheduled in the database; this wake-up only makes it prompt
+            // (a second one is harmless: the poll row decides).
+            tracing::warn!("outcome unknown; resolving by query, not sending again");
+            poller::wake(
+                shared,
+                cmd.action.provider().as_str(),
+                r.id,
+                resolve.first_in,
+            )
+            .await
         }
+        // Registered as a reply target; the running poll answers it.
+        TxState::AwaitingData => Ok(()),
         // Intake never reports these as pending.
         TxState::Sending | TxState::Completed => Ok(()),
     }
@@ -130,12 +145,13 @@ async fn reject(
 ) -> Result<(), RelayError> {
     let target = reply_target(delivery, rejection.envelope.callback_url.as_deref());
     let routing_key = delivery.routing_key.as_str();
-    let outcome = until_done("record rejection", || {
+    let (rejection_id, outcome) = until_done("record rejection", || {
         shared
             .store
             .record_rejection(rejection, routing_key, &delivery.data, &target)
     })
     .await?;
+    tracing::Span::current().record("transaction_id", rejection_id.to_string());
     let props = with_header(
         with_header(
             delivery.properties.clone(),
@@ -176,9 +192,20 @@ async fn delay(shared: &Shared, delivery: &Delivery, tier: usize) -> Result<(), 
     .await
 }
 
-/// How long a worker owns a transaction it is sending: longer than any call can take.
+/// The poll that resolves an unknown outcome.
+fn resolve_plan(shared: &Shared) -> PollPlan {
+    PollPlan {
+        purpose: Purpose::Resolve,
+        first_in: poller::wait_before(shared, 1),
+        deadline_in: Duration::from_millis(shared.config.providers.csq.resolve_deadline_ms),
+    }
+}
+
+/// How long a worker owns a transaction it is sending: twice the request timeout plus a
+/// margin for the rate limiter. Only a redelivery (the owner's channel died) looks at it; a
+/// lease that runs out under a live owner costs a resolution poll, never a second purchase.
 fn lease(shared: &Shared) -> Duration {
-    shared.config.providers.csq.request_timeout() * 2 + Duration::from_secs(30)
+    shared.config.providers.csq.request_timeout() * 2 + Duration::from_secs(5)
 }
 
 async fn execute(
@@ -232,17 +259,41 @@ async fn execute(
         )
     };
     let outcome = match decision {
+        Ok(Decision::Unknown(reason)) | Err(CallError::Unknown(reason)) => {
+            tracing::error!(reason = %reason, "provider outcome unknown; resolving by query, not sending again");
+            metrics::counter!("voucher_unknown_outcomes_total", "provider" => provider)
+                .increment(1);
+            let plan = resolve_plan(shared);
+            until_done("mark unknown", || {
+                shared.store.mark_unknown(r.id, &reason, &plan)
+            })
+            .await?;
+            return poller::wake(shared, provider, r.id, plan.first_in).await;
+        }
+        Ok(Decision::Final {
+            status: Status::Succeeded,
+            result: Some(partial),
+            ..
+        }) if partial["has_additional_data"] == true => {
+            tracing::info!("sold; waiting for the additional data");
+            let plan = PollPlan {
+                purpose: Purpose::AdditionalData,
+                first_in: poller::wait_before(shared, 1),
+                deadline_in: Duration::from_millis(
+                    shared.config.providers.csq.additional_data_deadline_ms,
+                ),
+            };
+            until_done("await data", || {
+                shared.store.await_data(r.id, &partial, &plan)
+            })
+            .await?;
+            return poller::wake(shared, provider, r.id, plan.first_in).await;
+        }
         Ok(Decision::Final {
             status,
             result,
             error,
         }) => finish(status, result, error),
-        Ok(Decision::Unknown(reason)) | Err(CallError::Unknown(reason)) => {
-            tracing::error!(reason = %reason, "provider outcome unknown; not sending again");
-            metrics::counter!("voucher_unknown_outcomes_total", "provider" => provider)
-                .increment(1);
-            return until_done("mark unknown", || shared.store.mark_unknown(r.id, &reason)).await;
-        }
         Err(CallError::NotSent(reason)) if attempt < MAX_NOT_SENT_ATTEMPTS => {
             tracing::warn!(reason = %reason, attempt, "provider not reached; retrying after a delay");
             until_done("release", || shared.store.release(r.id, &reason)).await?;

@@ -3,6 +3,7 @@
 
 pub mod callbacks;
 pub mod executor;
+pub mod poller;
 pub mod relay;
 pub mod retry;
 

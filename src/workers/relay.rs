@@ -58,13 +58,26 @@ impl Relay {
         });
         let (trigger, shutdown) = crate::shutdown::channel();
         let mut tasks = JoinSet::new();
-        let queues = [
+        let command_queues = [
             shared.config.providers.csq.queue.clone(),
             shared.config.broker.unrouted_queue.clone(),
         ];
-        for queue in queues {
-            tasks.spawn(consume_supervised(shared.clone(), queue, shutdown.clone()));
+        for queue in command_queues {
+            tasks.spawn(consume_supervised(
+                shared.clone(),
+                queue,
+                shutdown.clone(),
+                super::executor::handle,
+            ));
         }
+        let poll_queue = shared.config.providers.csq.poll_queue.clone();
+        tasks.spawn(consume_supervised(
+            shared.clone(),
+            poll_queue,
+            shutdown.clone(),
+            super::poller::handle,
+        ));
+        tasks.spawn(super::poller::sweep(shared.clone(), shutdown.clone()));
         tasks.spawn(super::callbacks::run(shared.clone(), shutdown.clone()));
         Ok(Relay {
             trigger,
@@ -86,8 +99,16 @@ impl Relay {
     }
 }
 
-/// Consumes one queue, reconnecting with backoff whenever the broker goes away.
-async fn consume_supervised(shared: Arc<Shared>, queue: String, mut shutdown: Shutdown) {
+/// Consumes one queue with `handle`, reconnecting with backoff whenever the broker goes away.
+async fn consume_supervised<F, Fut>(
+    shared: Arc<Shared>,
+    queue: String,
+    mut shutdown: Shutdown,
+    handle: F,
+) where
+    F: Fn(Arc<Shared>, lapin::message::Delivery) -> Fut + Copy + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let name = shared.config.name(&queue);
     let mut wait = Duration::from_millis(200);
     while !shutdown.is_triggered() {
@@ -102,7 +123,7 @@ async fn consume_supervised(shared: Arc<Shared>, queue: String, mut shutdown: Sh
                     &name,
                     shared.config.broker.prefetch,
                     shutdown.clone(),
-                    move |d| super::executor::handle(shared.clone(), d),
+                    move |d| handle(shared.clone(), d),
                 )
                 .await
             };

@@ -24,7 +24,7 @@ use serde_json::Value;
 use sha2::Sha256;
 use voucher_relay::command::Outcome;
 use voucher_relay::config::Config;
-use voucher_relay::providers::csq::sandbox::CsqSandbox;
+use voucher_relay::providers::csq::sandbox::{CsqSandbox, SandboxOptions};
 use voucher_relay::workers::Relay;
 
 pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -50,6 +50,8 @@ pub struct HookState {
 pub struct TestEnv {
     pub id: String,
     pub config: Config,
+    /// The configuration file this test's relay processes read.
+    pub config_text: String,
     pub sandbox: CsqSandbox,
     pub hook_url: String,
     pub hook_state: Arc<Mutex<HookState>>,
@@ -112,8 +114,45 @@ async fn receive(
     StatusCode::OK
 }
 
+/// `queues.toml` as a test runs it: this test's name prefix and sandbox, short timeouts, and
+/// delay tiers compressed (2 s -> 200 ms, 10 s -> 500 ms, 1 min -> 1 s, 5 min -> 2 s,
+/// 30 min -> 3 s) so polls and retries finish within a test.
+fn test_config_text(id: &str, sandbox_url: &str) -> String {
+    let mut text = CONFIG
+        .replace(
+            "[broker]\n",
+            &format!("[broker]\nname_prefix = \"t{id}.\"\n"),
+        )
+        .replace(
+            "base_url = \"http://127.0.0.1:8101\"",
+            &format!("base_url = \"{sandbox_url}\""),
+        )
+        .replace("request_timeout_ms = 15000", "request_timeout_ms = 3000")
+        .replace("rate_per_sec = 50", "rate_per_sec = 1000")
+        .replace("prefetch = 16", "prefetch = 8")
+        .replace(
+            "retry_schedule_ms = [1000, 5000, 30000, 120000, 600000]",
+            "retry_schedule_ms = [100, 200, 400]",
+        )
+        .replace("listen = \"127.0.0.1:9464\"", "listen = \"127.0.0.1:0\"");
+    for (from, to) in [
+        ("2000", "200"),
+        ("10000", "500"),
+        ("60000", "1000"),
+        ("300000", "2000"),
+        ("1800000", "3000"),
+    ] {
+        text = text.replace(&format!("ttl_ms = {from}\n"), &format!("ttl_ms = {to}\n"));
+    }
+    text
+}
+
 impl TestEnv {
     pub async fn new() -> TestEnv {
+        Self::with_sandbox(SandboxOptions::default()).await
+    }
+
+    pub async fn with_sandbox(options: SandboxOptions) -> TestEnv {
         let id = uuid::Uuid::now_v7().simple().to_string()[20..].to_string();
         let env: BTreeMap<String, String> = BTreeMap::from([
             ("WEBHOOK_SIGNING_SECRET".into(), SECRET.into()),
@@ -122,20 +161,21 @@ impl TestEnv {
             ("AMQP_URL".into(), amqp_url()),
             ("DATABASE_URL".into(), format!("{}/vr_test_{id}", pg_base())),
         ]);
-        let mut config = Config::from_toml(CONFIG, "queues.toml", &env, true).expect("config");
-        config.broker.name_prefix = format!("t{id}.");
-        config.broker.prefetch = 8;
-        config.webhook.retry_schedule_ms = vec![100, 200, 400];
-        config.providers.csq.request_timeout_ms = 3000;
-        config.providers.csq.rate_per_sec = 1000;
-
-        let sandbox = CsqSandbox::new("tester", "test-secret");
+        let sandbox = CsqSandbox::with_options("tester", "test-secret", options);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        config.providers.csq.base_url = format!("http://{}", listener.local_addr().unwrap());
+        let sandbox_url = format!("http://{}", listener.local_addr().unwrap());
         let sb = sandbox.clone();
         let mut tasks = vec![tokio::spawn(async move {
             let _ = sb.serve(listener).await;
         })];
+        let config_text = test_config_text(&id, &sandbox_url);
+        let config = Config::from_toml(&config_text, "queues.toml", &env, true).expect("config");
+        assert_eq!(
+            config.broker.name_prefix,
+            format!("t{id}."),
+            "test config rewrite"
+        );
+        assert_eq!(config.delay_tiers[0].ttl_ms, 200, "test config rewrite");
 
         let hook_state: Arc<Mutex<HookState>> = Arc::default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -154,6 +194,7 @@ impl TestEnv {
         TestEnv {
             id,
             config,
+            config_text,
             sandbox,
             hook_url,
             hook_state,
@@ -161,6 +202,48 @@ impl TestEnv {
             channel,
             tasks,
         }
+    }
+
+    /// Starts `voucher-relay run` as a separate process on this test's configuration, and
+    /// waits until its consumers are attached.
+    pub async fn spawn_relay_process(&self) -> std::process::Child {
+        let path = std::env::temp_dir().join(format!("vr-test-{}.toml", self.id));
+        std::fs::write(&path, &self.config_text).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_voucher-relay"))
+            .arg("--config")
+            .arg(&path)
+            .arg("run")
+            .env("AMQP_URL", amqp_url())
+            .env("DATABASE_URL", &self.config.database.url)
+            .env("WEBHOOK_SIGNING_SECRET", SECRET)
+            .env("CSQ_USER", "tester")
+            .env("CSQ_PASSWORD", "test-secret")
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("relay process starts");
+        let queue = self.name("commands.csq");
+        for _ in 0..200 {
+            let ch = self.conn.create_channel().await.unwrap();
+            let declared = ch
+                .queue_declare(
+                    queue.as_str().into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await;
+            if let Ok(q) = declared {
+                if q.consumer_count() > 0 {
+                    return child;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the relay process did not start consuming");
     }
 
     pub async fn start_relay(&self) -> Relay {

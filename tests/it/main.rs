@@ -4,6 +4,7 @@
 mod bad_input;
 mod cli;
 mod harness;
+mod polling;
 mod purchase;
 mod restart;
 mod topology;

@@ -50,4 +50,23 @@ impl CsqClient {
             .send("purchase", Method::POST, &path, &headers, Some(&body))
             .await
     }
+
+    /// `GET /pre-paid/vouchers/additional-data/{terminalId}/{operatorId}/{localReference}`.
+    ///
+    /// Also how an unknown purchase is resolved: it is the one CSQ endpoint keyed by our
+    /// `localReference`, and it answers 404 for a reference that was never sold.
+    pub async fn additional_data(
+        &self,
+        terminal_id: i32,
+        operator_id: i32,
+        local_reference: i32,
+    ) -> (Result<Value, CallError>, Exchange) {
+        let path = format!(
+            "/pre-paid/vouchers/additional-data/{terminal_id}/{operator_id}/{local_reference}"
+        );
+        let headers = auth::headers(&self.user, &self.password, chrono::Utc::now().timestamp());
+        self.http
+            .send("additional_data", Method::GET, &path, &headers, None)
+            .await
+    }
 }

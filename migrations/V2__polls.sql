@@ -1,0 +1,25 @@
+-- Polling that outlives any process: additional-data and unknown-outcome resolution.
+-- The schedule lives here; RabbitMQ delay tiers only carry the wake-up message.
+
+ALTER TABLE transactions ADD COLUMN operator_id integer;
+-- What a sale returned before its additional data arrived (sealed: it has the voucher code).
+ALTER TABLE transactions ADD COLUMN partial_sealed bytea;
+ALTER TABLE transactions DROP CONSTRAINT transactions_state_check;
+ALTER TABLE transactions ADD CONSTRAINT transactions_state_check
+    CHECK (state IN ('received', 'sending', 'unknown', 'awaiting_data', 'completed'));
+
+-- At most one poll per transaction. purpose: resolve (outcome unknown) or additional_data.
+CREATE TABLE polls (
+    transaction_id uuid PRIMARY KEY REFERENCES transactions (id),
+    purpose        text NOT NULL CHECK (purpose IN ('resolve', 'additional_data')),
+    attempts       integer NOT NULL DEFAULT 0,
+    next_at        timestamptz NOT NULL,
+    deadline       timestamptz NOT NULL,
+    -- A worker polling right now holds this lease.
+    locked_until   timestamptz,
+    -- When a wake-up message was last published; the sweeper republishes lost ones.
+    enqueued_at    timestamptz,
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    updated_at     timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX polls_due ON polls (next_at);
