@@ -209,7 +209,7 @@ impl TestEnv {
     pub async fn spawn_relay_process(&self) -> std::process::Child {
         let path = std::env::temp_dir().join(format!("vr-test-{}.toml", self.id));
         std::fs::write(&path, &self.config_text).unwrap();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_voucher-relay"))
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_voucher-relay"))
             .arg("--config")
             .arg(&path)
             .arg("run")
@@ -243,6 +243,8 @@ impl TestEnv {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("the relay process did not start consuming");
     }
 
