@@ -1,4 +1,4 @@
--- Polling that outlives any process: additional-data and unknown-outcome resolution.
+-- Polling that outlives any process: additional data, raffle results, unknown outcomes.
 -- The schedule lives here; RabbitMQ delay tiers only carry the wake-up message.
 
 ALTER TABLE transactions ADD COLUMN operator_id integer;
@@ -6,12 +6,13 @@ ALTER TABLE transactions ADD COLUMN operator_id integer;
 ALTER TABLE transactions ADD COLUMN partial_sealed bytea;
 ALTER TABLE transactions DROP CONSTRAINT transactions_state_check;
 ALTER TABLE transactions ADD CONSTRAINT transactions_state_check
-    CHECK (state IN ('received', 'sending', 'unknown', 'awaiting_data', 'completed'));
+    CHECK (state IN ('received', 'sending', 'unknown', 'awaiting_data', 'awaiting_draw', 'completed'));
 
--- At most one poll per transaction. purpose: resolve (outcome unknown) or additional_data.
+-- At most one poll per transaction. purpose: resolve (outcome unknown), additional_data,
+-- or finished (a raffle ticket waiting for its draw).
 CREATE TABLE polls (
     transaction_id uuid PRIMARY KEY REFERENCES transactions (id),
-    purpose        text NOT NULL CHECK (purpose IN ('resolve', 'additional_data')),
+    purpose        text NOT NULL CHECK (purpose IN ('resolve', 'additional_data', 'finished')),
     attempts       integer NOT NULL DEFAULT 0,
     next_at        timestamptz NOT NULL,
     deadline       timestamptz NOT NULL,

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::providers::csq::PurchaseParams;
+use crate::providers::csq::{BalanceParams, ProductsParams, PurchaseParams};
 
 /// Largest accepted command body. Anything bigger is rejected unread.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -52,23 +52,36 @@ pub struct Command {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     CsqPurchase(PurchaseParams),
+    CsqProducts(ProductsParams),
+    CsqBalance(BalanceParams),
 }
 
 impl Action {
     pub fn kind(&self) -> &'static str {
         match self {
             Action::CsqPurchase(_) => "purchase",
+            Action::CsqProducts(_) => "products",
+            Action::CsqBalance(_) => "balance",
         }
     }
 
     pub fn provider(&self) -> Provider {
         match self {
-            Action::CsqPurchase(_) => Provider::Csq,
+            Action::CsqPurchase(_) | Action::CsqProducts(_) | Action::CsqBalance(_) => {
+                Provider::Csq
+            }
         }
+    }
+
+    /// True when running it moves money or stock: an unknown answer must then be resolved,
+    /// never retried. Reads are safe to send again.
+    pub fn has_financial_effect(&self) -> bool {
+        matches!(self, Action::CsqPurchase(_))
     }
 }
 
-/// Terminal statuses of the public contract.
+/// Statuses of the public contract. All are terminal except `Pending`, which only progress
+/// events carry (a raffle ticket waiting for its draw).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
@@ -78,6 +91,7 @@ pub enum Status {
     Failed,
     Expired,
     Rejected,
+    Pending,
 }
 
 impl Status {
@@ -89,6 +103,7 @@ impl Status {
             Status::Failed => "failed",
             Status::Expired => "expired",
             Status::Rejected => "rejected",
+            Status::Pending => "pending",
         }
     }
 
@@ -100,6 +115,7 @@ impl Status {
             "failed" => Status::Failed,
             "expired" => Status::Expired,
             "rejected" => Status::Rejected,
+            "pending" => Status::Pending,
             _ => return None,
         })
     }
@@ -156,6 +172,13 @@ impl Outcome {
             error,
             occurred_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         }
+    }
+
+    /// The same event under another `type`, for events that are not `<kind>.<status>`
+    /// (`purchase.ticket_issued`, `raffle.resolved`).
+    pub fn with_type(mut self, event_type: &str) -> Outcome {
+        self.event_type = event_type.to_string();
+        self
     }
 
     /// `<status>.<kind>.<provider>` on `voucher.events`.
@@ -334,6 +357,12 @@ pub fn parse(routing_key: &str, body: &[u8]) -> Result<Command, Box<Rejection>> 
     let action = match (provider, kind) {
         (Provider::Csq, "purchase") => {
             Action::CsqPurchase(PurchaseParams::from_params(&params).map_err(fail)?)
+        }
+        (Provider::Csq, "products") => {
+            Action::CsqProducts(ProductsParams::from_params(&params).map_err(fail)?)
+        }
+        (Provider::Csq, "balance") => {
+            Action::CsqBalance(BalanceParams::from_params(&params).map_err(fail)?)
         }
         _ => return Err(fail(RejectReason::UnknownKind(kind.to_string()))),
     };

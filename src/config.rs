@@ -175,6 +175,23 @@ pub struct ProviderConfig {
     pub poll_queue: String,
     pub resolve_deadline_ms: u64,
     pub additional_data_deadline_ms: u64,
+    /// Operators whose sales are raffle tickets (CSQ only).
+    #[serde(default)]
+    pub raffle_operators: Vec<i32>,
+    /// How long a raffle result is polled for after the draw time.
+    #[serde(default = "default_raffle_deadline_ms")]
+    pub raffle_deadline_ms: u64,
+    /// How long an operator's dynamic-product list is reused.
+    #[serde(default = "default_products_cache_ms")]
+    pub products_cache_ms: u64,
+}
+
+fn default_raffle_deadline_ms() -> u64 {
+    7 * 24 * 3600 * 1000
+}
+
+fn default_products_cache_ms() -> u64 {
+    300_000
 }
 
 impl ProviderConfig {

@@ -4,5 +4,7 @@
 
 pub mod csq;
 pub mod http;
+pub mod step;
 
 pub use http::{CallError, Exchange, ProviderHttp};
+pub use step::Step;

@@ -19,6 +19,8 @@ pub enum Purpose {
     Resolve,
     /// Sold; fetch the additional data.
     AdditionalData,
+    /// A raffle ticket; fetch the draw's result.
+    Finished,
 }
 
 impl Purpose {
@@ -26,6 +28,7 @@ impl Purpose {
         match self {
             Purpose::Resolve => "resolve",
             Purpose::AdditionalData => "additional_data",
+            Purpose::Finished => "finished",
         }
     }
 
@@ -33,6 +36,7 @@ impl Purpose {
         match s {
             "resolve" => Ok(Purpose::Resolve),
             "additional_data" => Ok(Purpose::AdditionalData),
+            "finished" => Ok(Purpose::Finished),
             other => Err(RelayError::Corrupt(format!("poll purpose {other:?}"))),
         }
     }
@@ -123,6 +127,7 @@ impl Store {
                         attempts = p.attempts + 1, updated_at = now()
                  FROM transactions t
                  WHERE p.transaction_id = $1 AND t.id = p.transaction_id
+                   AND t.state IN ('unknown', 'awaiting_data', 'awaiting_draw')
                    AND (p.locked_until IS NULL OR p.locked_until <= now())
                  RETURNING p.purpose, p.attempts, p.deadline <= now() AS past_deadline,
                            t.state, t.source, t.command_id, t.kind, t.provider,

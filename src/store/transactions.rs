@@ -29,6 +29,8 @@ pub enum TxState {
     Unknown,
     /// Sold; the additional data is not there yet. An `additional_data` poll runs.
     AwaitingData,
+    /// A raffle ticket was sold; a `finished` poll waits for the draw's result.
+    AwaitingDraw,
     /// A terminal outcome is stored.
     Completed,
 }
@@ -40,6 +42,7 @@ impl TxState {
             TxState::Sending => "sending",
             TxState::Unknown => "unknown",
             TxState::AwaitingData => "awaiting_data",
+            TxState::AwaitingDraw => "awaiting_draw",
             TxState::Completed => "completed",
         }
     }
@@ -50,6 +53,7 @@ impl TxState {
             "sending" => TxState::Sending,
             "unknown" => TxState::Unknown,
             "awaiting_data" => TxState::AwaitingData,
+            "awaiting_draw" => TxState::AwaitingDraw,
             "completed" => TxState::Completed,
             other => return Err(RelayError::Corrupt(format!("transaction state {other:?}"))),
         })
@@ -65,8 +69,12 @@ impl TxState {
                 | (Sending, Completed)
                 | (Sending, Unknown)
                 | (Sending, AwaitingData)
+                | (Sending, AwaitingDraw)
                 | (Unknown, Completed)
+                | (Unknown, AwaitingData)
+                | (Unknown, AwaitingDraw)
                 | (AwaitingData, Completed)
+                | (AwaitingDraw, Completed)
         )
     }
 }
@@ -122,7 +130,13 @@ async fn transition(
     to: TxState,
     detail: Value,
 ) -> Result<bool> {
-    debug_assert!(from.allows(to), "{from:?} -> {to:?}");
+    if !from.allows(to) {
+        return Err(RelayError::Corrupt(format!(
+            "transition {} -> {} is not allowed",
+            from.as_str(),
+            to.as_str()
+        )));
+    }
     let n = tx
         .execute(
             "UPDATE transactions SET state = $3, updated_at = now(),
@@ -204,6 +218,10 @@ impl Store {
             crate::command::Action::CsqPurchase(p) => {
                 (Some(p.terminal_id), Some(p.operator_id), true)
             }
+            crate::command::Action::CsqProducts(p) => {
+                (Some(p.terminal_id), Some(p.operator_id), false)
+            }
+            crate::command::Action::CsqBalance(p) => (Some(p.terminal_id), None, false),
         };
         let new_id = Uuid::now_v7();
         let inserted = tx
@@ -273,7 +291,10 @@ impl Store {
                 polls::schedule(&tx, r.id, resolve).await?;
                 Intake::Pending(r, TxState::Unknown)
             }
-            TxState::Received | TxState::Unknown | TxState::AwaitingData => {
+            TxState::Received
+            | TxState::Unknown
+            | TxState::AwaitingData
+            | TxState::AwaitingDraw => {
                 add_target(&tx, r.id, target).await?;
                 Intake::Pending(r, state)
             }
@@ -347,21 +368,60 @@ impl Store {
         Ok(())
     }
 
-    /// `sending -> awaiting_data`: sold, the additional data comes later. Keeps what the
-    /// sale returned (sealed) and schedules the additional-data poll.
-    pub async fn await_data(&self, id: Uuid, partial: &Value, plan: &PollPlan) -> Result<()> {
+    /// `sending | unknown -> awaiting_data | awaiting_draw`: sold, and the rest comes later. Keeps
+    /// what the sale returned (sealed), schedules the poll, and queues the progress event
+    /// for every waiting target, all in one database transaction.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn await_provider(
+        &self,
+        id: Uuid,
+        from: TxState,
+        to: TxState,
+        partial: &Value,
+        plan: &PollPlan,
+        progress: Option<&Outcome>,
+    ) -> Result<()> {
         let sealed = self
             .sealer
             .seal(&serde_json::to_vec(partial).unwrap_or_default());
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        if transition(&tx, id, TxState::Sending, TxState::AwaitingData, json!({})).await? {
+        if transition(&tx, id, from, to, json!({})).await? {
             tx.execute(
                 "UPDATE transactions SET partial_sealed = $2 WHERE id = $1",
                 &[&id, &sealed],
             )
             .await?;
             polls::schedule(&tx, id, plan).await?;
+            if let Some(event) = progress {
+                let sealed_event = self.seal_outcome(event);
+                outbox::insert(
+                    &tx,
+                    event,
+                    &sealed_event,
+                    Some(id),
+                    None,
+                    Channel::Event,
+                    &event.routing_key(),
+                    None,
+                )
+                .await?;
+                let targets = tx
+                    .query(
+                        "SELECT reply_to, correlation_id, callback_url FROM reply_targets
+                         WHERE transaction_id = $1 AND answered_at IS NULL",
+                        &[&id],
+                    )
+                    .await?;
+                for row in targets {
+                    let t = ReplyTarget {
+                        reply_to: row.get(0),
+                        correlation_id: row.get(1),
+                        callback_url: row.get(2),
+                    };
+                    queue_for_target(&tx, &sealed_event, event, Some(id), None, &t).await?;
+                }
+            }
         }
         tx.commit().await?;
         Ok(())
@@ -390,7 +450,9 @@ impl Store {
         let sealed = self.seal_outcome(outcome);
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        debug_assert!(from.allows(TxState::Completed));
+        if !from.allows(TxState::Completed) {
+            return Ok(false);
+        }
         let n = tx
             .execute(
                 "UPDATE transactions SET state = 'completed', status = $3, event_id = $4,
@@ -410,6 +472,9 @@ impl Store {
             json!({"status": outcome.status.as_str(), "event_id": outcome.event_id}),
         )
         .await?;
+        // The transaction is finished: nothing may poll it again.
+        tx.execute("DELETE FROM polls WHERE transaction_id = $1", &[&id])
+            .await?;
         outbox::insert(
             &tx,
             outcome,

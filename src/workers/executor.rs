@@ -27,11 +27,11 @@ use super::poller;
 use super::relay::Shared;
 use super::retry::until_done;
 use crate::broker::publisher::with_header;
-use crate::command::{self, Action, Command, Outcome, OutcomeError, Status};
+use crate::command::{self, Action, Command, OutcomeError, Status};
 use crate::error::RelayError;
 use crate::mask::mask_json;
-use crate::providers::CallError;
-use crate::providers::csq::{self, Decision, PurchaseRef};
+use crate::providers::Step;
+use crate::providers::csq::flows;
 use crate::store::polls::{PollPlan, Purpose};
 use crate::store::transactions::{Intake, ReplyTarget, TxRef, TxState};
 
@@ -131,7 +131,7 @@ async fn process(shared: &Shared, delivery: &Delivery) -> Result<(), RelayError>
             .await
         }
         // Registered as a reply target; the running poll answers it.
-        TxState::AwaitingData => Ok(()),
+        TxState::AwaitingData | TxState::AwaitingDraw => Ok(()),
         // Intake never reports these as pending.
         TxState::Sending | TxState::Completed => Ok(()),
     }
@@ -219,47 +219,46 @@ async fn execute(
         tracing::info!("another worker claimed this command first");
         return Ok(());
     };
-    let (decision, exchange) = match &cmd.action {
+    let csq = &shared.csq;
+    let (step, exchanges) = match &cmd.action {
         Action::CsqPurchase(params) => {
             let Some(local_reference) = r.local_reference else {
                 return Err(RelayError::Corrupt(
-                    "CSQ transaction without localReference".into(),
+                    "CSQ purchase without localReference".into(),
                 ));
             };
-            let (answer, exchange) = shared.csq.purchase(params, local_reference).await;
-            let decision = answer.map(|a| {
-                csq::purchase_decision(
-                    &a,
-                    PurchaseRef {
-                        terminal_id: params.terminal_id,
-                        operator_id: params.operator_id,
-                        local_reference,
-                        product_id: params.product_id.as_deref(),
-                    },
-                )
-            });
-            (decision, exchange)
+            flows::purchase(csq, params, local_reference).await
         }
+        Action::CsqProducts(params) => flows::products(csq, params).await,
+        Action::CsqBalance(params) => flows::balance(csq, params).await,
     };
-    until_done("record exchange", || {
-        shared.store.record_exchange(r.id, &exchange)
-    })
-    .await?;
+    for exchange in &exchanges {
+        until_done("record exchange", || {
+            shared.store.record_exchange(r.id, exchange)
+        })
+        .await?;
+    }
     let kind = cmd.action.kind();
     let provider = cmd.action.provider().as_str();
-    let finish = |status, result, error| {
-        Outcome::new(
-            Some(cmd.command_id.clone()),
-            Some(cmd.source.clone()),
-            kind,
-            provider,
+    let subject = poller::Subject {
+        command_id: &cmd.command_id,
+        source: &cmd.source,
+        kind,
+        provider,
+    };
+    let outcome_of = |status, result, error| subject.outcome(status, result, error);
+    // A read that may not have arrived is simply asked again.
+    let step = match step {
+        Step::Unknown(reason) if !cmd.action.has_financial_effect() => Step::Retry(reason),
+        other => other,
+    };
+    let outcome = match step {
+        Step::Done {
             status,
             result,
             error,
-        )
-    };
-    let outcome = match decision {
-        Ok(Decision::Unknown(reason)) | Err(CallError::Unknown(reason)) => {
+        } => outcome_of(status, result, error),
+        Step::Unknown(reason) => {
             tracing::error!(reason = %reason, "provider outcome unknown; resolving by query, not sending again");
             metrics::counter!("voucher_unknown_outcomes_total", "provider" => provider)
                 .increment(1);
@@ -270,36 +269,12 @@ async fn execute(
             .await?;
             return poller::wake(shared, provider, r.id, plan.first_in).await;
         }
-        Ok(Decision::Final {
-            status: Status::Succeeded,
-            result: Some(partial),
-            ..
-        }) if partial["has_additional_data"] == true => {
-            tracing::info!("sold; waiting for the additional data");
-            let plan = PollPlan {
-                purpose: Purpose::AdditionalData,
-                first_in: poller::wait_before(shared, 1),
-                deadline_in: Duration::from_millis(
-                    shared.config.providers.csq.additional_data_deadline_ms,
-                ),
-            };
-            until_done("await data", || {
-                shared.store.await_data(r.id, &partial, &plan)
-            })
-            .await?;
-            return poller::wake(shared, provider, r.id, plan.first_in).await;
-        }
-        Ok(Decision::Final {
-            status,
-            result,
-            error,
-        }) => finish(status, result, error),
-        Err(CallError::NotSent(reason)) if attempt < MAX_NOT_SENT_ATTEMPTS => {
+        Step::Retry(reason) if attempt < MAX_NOT_SENT_ATTEMPTS => {
             tracing::warn!(reason = %reason, attempt, "provider not reached; retrying after a delay");
             until_done("release", || shared.store.release(r.id, &reason)).await?;
             return delay(shared, delivery, usize::try_from(attempt).unwrap_or(0)).await;
         }
-        Err(CallError::NotSent(reason)) => finish(
+        Step::Retry(reason) => outcome_of(
             Status::Failed,
             None,
             Some(OutcomeError {
@@ -310,33 +285,20 @@ async fn execute(
                 provider_code: None,
             }),
         ),
-        Err(CallError::Refused { status, body }) => finish(
-            Status::Failed,
-            None,
-            Some(OutcomeError {
-                code: "provider_refused_request".into(),
-                message: refusal_message(&body)
-                    .unwrap_or_else(|| format!("the provider refused the request (HTTP {status})")),
-                provider_code: Some(format!("http:{status}")),
-            }),
-        ),
+        waiting @ (Step::AwaitData(_) | Step::AwaitDraw { .. }) => {
+            return poller::start_waiting(shared, r.id, TxState::Sending, waiting, subject).await;
+        }
     };
+    let latency_ms: u128 = exchanges.iter().map(|e| e.latency.as_millis()).sum();
     let stored = until_done("complete", || {
         shared.store.complete(r.id, TxState::Sending, &outcome)
     })
     .await?;
     if stored {
-        tracing::info!(status = outcome.status.as_str(), event_id = %outcome.event_id, latency_ms = exchange.latency.as_millis() as u64, "command finished");
+        tracing::info!(status = outcome.status.as_str(), event_id = %outcome.event_id, latency_ms = latency_ms as u64, "command finished");
         metrics::counter!("voucher_outcomes_total", "provider" => provider, "kind" => kind, "status" => outcome.status.as_str()).increment(1);
     }
     Ok(())
-}
-
-fn refusal_message(body: &Value) -> Option<String> {
-    body.get("resultmessage")
-        .or_else(|| body.get("message"))
-        .and_then(Value::as_str)
-        .map(str::to_string)
 }
 
 /// The command's params as JSON, for the (masked) audit copy.
@@ -348,5 +310,10 @@ fn params_json(cmd: &Command) -> Value {
             "product_id": p.product_id,
             "body": serde_json::to_value(&p.body).unwrap_or(Value::Null),
         }),
+        Action::CsqProducts(p) => serde_json::json!({
+            "terminal_id": p.terminal_id,
+            "operator_id": p.operator_id,
+        }),
+        Action::CsqBalance(p) => serde_json::json!({"terminal_id": p.terminal_id}),
     }
 }

@@ -20,10 +20,11 @@ use super::retry::until_done;
 use crate::broker::publisher::json_properties;
 use crate::command::{Outcome, OutcomeError, Status};
 use crate::error::RelayError;
-use crate::providers::CallError;
-use crate::providers::csq::{self, Decision, PurchaseRef};
+use crate::providers::csq::{self, Decision, PurchaseRef, flows};
+use crate::providers::{CallError, Step};
 use crate::shutdown::Shutdown;
-use crate::store::polls::{Due, PollJob, Purpose};
+use crate::store::polls::{Due, PollPlan, Purpose};
+use crate::store::transactions::TxState;
 
 /// How long a worker owns a poll it is running.
 const POLL_LEASE: Duration = Duration::from_secs(60);
@@ -110,6 +111,80 @@ pub async fn handle(shared: Arc<Shared>, delivery: Delivery) {
     .await
 }
 
+/// Whose outcome an event is: everything an [`Outcome`] needs besides the result.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    pub command_id: &'a str,
+    pub source: &'a str,
+    pub kind: &'a str,
+    pub provider: &'a str,
+}
+
+impl Subject<'_> {
+    pub fn outcome(
+        &self,
+        status: Status,
+        result: Option<Value>,
+        error: Option<OutcomeError>,
+    ) -> Outcome {
+        Outcome::new(
+            Some(self.command_id.to_string()),
+            Some(self.source.to_string()),
+            self.kind,
+            self.provider,
+            status,
+            result,
+            error,
+        )
+    }
+}
+
+/// Moves a sold transaction (from `sending`, or `unknown` once resolved) into waiting for
+/// its additional data or its raffle draw, and wakes the poll that will finish it.
+pub async fn start_waiting(
+    shared: &Shared,
+    id: Uuid,
+    from: TxState,
+    step: Step,
+    subject: Subject<'_>,
+) -> Result<(), RelayError> {
+    let csq = &shared.config.providers.csq;
+    let (to, partial, plan, progress) = match step {
+        Step::AwaitData(partial) => {
+            tracing::info!("sold; waiting for the additional data");
+            let plan = PollPlan {
+                purpose: Purpose::AdditionalData,
+                first_in: wait_before(shared, 1),
+                deadline_in: Duration::from_millis(csq.additional_data_deadline_ms),
+            };
+            (TxState::AwaitingData, partial, plan, None)
+        }
+        Step::AwaitDraw { ticket, draw_in } => {
+            tracing::info!(
+                draw_in_s = draw_in.as_secs(),
+                "raffle ticket issued; waiting for the draw"
+            );
+            let plan = PollPlan {
+                purpose: Purpose::Finished,
+                first_in: draw_in,
+                deadline_in: draw_in + Duration::from_millis(csq.raffle_deadline_ms),
+            };
+            let progress = subject
+                .outcome(Status::Pending, Some(ticket.clone()), None)
+                .with_type("purchase.ticket_issued");
+            (TxState::AwaitingDraw, ticket, plan, Some(progress))
+        }
+        other => return Err(RelayError::Corrupt(format!("start_waiting with {other:?}"))),
+    };
+    until_done("await provider", || {
+        shared
+            .store
+            .await_provider(id, from, to, &partial, &plan, progress.as_ref())
+    })
+    .await?;
+    wake(shared, subject.provider, id, plan.first_in).await
+}
+
 async fn run(shared: &Shared, id: Uuid) -> Result<(), RelayError> {
     let job = match until_done("claim poll", || shared.store.claim_poll(id, POLL_LEASE)).await? {
         Due::Now(job) => job,
@@ -123,14 +198,27 @@ async fn run(shared: &Shared, id: Uuid) -> Result<(), RelayError> {
             "polled transaction without CSQ references".into(),
         ));
     };
-    let (answer, exchange) = shared
-        .csq
-        .additional_data(terminal_id, operator_id, local_reference)
-        .await;
+    let csq = &shared.csq;
+    let (answer, exchange) = match job.purpose {
+        Purpose::Resolve | Purpose::AdditionalData => {
+            csq.additional_data(terminal_id, operator_id, local_reference)
+                .await
+        }
+        Purpose::Finished => {
+            csq.finished(terminal_id, operator_id, local_reference)
+                .await
+        }
+    };
     until_done("record exchange", || {
         shared.store.record_exchange(id, &exchange)
     })
     .await?;
+    let subject = Subject {
+        command_id: &job.command_id,
+        source: &job.source,
+        kind: &job.kind,
+        provider: &job.provider,
+    };
     let reference = PurchaseRef {
         terminal_id,
         operator_id,
@@ -143,27 +231,23 @@ async fn run(shared: &Shared, id: Uuid) -> Result<(), RelayError> {
     };
     let decision = answer.map(|a| csq::purchase_decision(&a, reference));
     let outcome = match (job.purpose, decision) {
-        (
-            _,
-            Ok(Decision::Final {
-                status,
-                result,
-                error,
-            }),
-        ) => Some(finish(&job, status, result, error)),
-        (Purpose::Resolve, Err(CallError::Refused { status: 404, .. })) if job.past_deadline => {
-            Some(finish(
-                &job,
-                Status::Failed,
-                None,
-                Some(error(
-                    "not_applied",
-                    "the provider has no record of this purchase: nothing was bought",
-                )),
-            ))
+        // Resolved as sold, but the sale has more to come: wait for it like a fresh sale.
+        (Purpose::Resolve, Ok(Decision::Final { status: Status::Succeeded, result: Some(r), .. }))
+            if csq.is_raffle(operator_id) =>
+        {
+            let draw_in = flows::draw_in(&r);
+            return start_waiting(shared, id, job.state, Step::AwaitDraw { ticket: r, draw_in }, subject).await;
         }
-        (Purpose::Resolve, _) if job.past_deadline => Some(finish(
-            &job,
+        (Purpose::Finished, Ok(Decision::Final { status: Status::Succeeded, result: Some(r), .. })) => {
+            Some(subject.outcome(Status::Succeeded, Some(raffle_result(&r, job.partial.as_ref())), None).with_type("raffle.resolved"))
+        }
+        (_, Ok(Decision::Final { status, result, error })) => Some(subject.outcome(status, result, error)),
+        (Purpose::Resolve, Err(CallError::Refused { status: 404, .. })) if job.past_deadline => Some(subject.outcome(
+            Status::Failed,
+            None,
+            Some(error("not_applied", "the provider has no record of this purchase: nothing was bought")),
+        )),
+        (Purpose::Resolve, _) if job.past_deadline => Some(subject.outcome(
             Status::Failed,
             None,
             Some(error(
@@ -171,13 +255,20 @@ async fn run(shared: &Shared, id: Uuid) -> Result<(), RelayError> {
                 "the provider never confirmed or denied the purchase before the deadline; check with the provider",
             )),
         )),
-        (Purpose::AdditionalData, _) if job.past_deadline => Some(finish(
-            &job,
+        (Purpose::AdditionalData, _) if job.past_deadline => Some(subject.outcome(
             Status::Expired,
             job.partial.clone(),
             Some(error(
                 "additional_data_not_received",
                 "the voucher was sold but its additional data never arrived; `result` has what the sale returned",
+            )),
+        )),
+        (Purpose::Finished, _) if job.past_deadline => Some(subject.outcome(
+            Status::Expired,
+            job.partial.clone(),
+            Some(error(
+                "raffle_result_not_received",
+                "the ticket was sold but the draw's result never arrived; `result` has the ticket",
             )),
         )),
         _ => None,
@@ -195,7 +286,7 @@ async fn run(shared: &Shared, id: Uuid) -> Result<(), RelayError> {
                     attempt = job.attempt,
                     "poll finished the transaction"
                 );
-                metrics::counter!("voucher_outcomes_total", "provider" => "csq", "kind" => job.kind.clone(), "status" => outcome.status.as_str()).increment(1);
+                metrics::counter!("voucher_outcomes_total", "provider" => job.provider.clone(), "kind" => job.kind.clone(), "status" => outcome.status.as_str()).increment(1);
             }
             Ok(())
         }
@@ -208,7 +299,7 @@ async fn run(shared: &Shared, id: Uuid) -> Result<(), RelayError> {
                 "not final yet; polling again"
             );
             until_done("reschedule poll", || shared.store.reschedule_poll(id, wait)).await?;
-            wake(shared, "csq", id, wait).await
+            wake(shared, &job.provider, id, wait).await
         }
     }
 }
@@ -221,21 +312,19 @@ fn error(code: &str, message: &str) -> OutcomeError {
     }
 }
 
-fn finish(
-    job: &PollJob,
-    status: Status,
-    result: Option<Value>,
-    error: Option<OutcomeError>,
-) -> Outcome {
-    Outcome::new(
-        Some(job.command_id.clone()),
-        Some(job.source.clone()),
-        &job.kind,
-        &job.provider,
-        status,
-        result,
-        error,
-    )
+/// The `raffle.resolved` result: the ticket, win or loss, and the prize.
+fn raffle_result(finished: &Value, ticket: Option<&Value>) -> Value {
+    let data = &finished["additional_data"];
+    let prize = data["prize"].as_str().filter(|p| !p.is_empty());
+    json!({
+        "ticket": finished["redeem_code"].as_str().or_else(|| ticket.and_then(|t| t["redeem_code"].as_str())),
+        "result": data["raffle_result"],
+        "prize": prize,
+        "terminal_id": finished["terminal_id"],
+        "operator_id": finished["operator_id"],
+        "local_reference": finished["local_reference"],
+        "draw_at": ticket.map(|t| t["additional_data"]["draw_at"].clone()),
+    })
 }
 
 /// Republishes the wake-ups of overdue polls until shutdown.

@@ -1,5 +1,9 @@
 //! The CSQ eVSB client: builds each request and sends it through the shared provider path.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
 use reqwest::Method;
 use serde_json::Value;
 
@@ -14,6 +18,22 @@ pub struct CsqClient {
     http: ProviderHttp,
     user: String,
     password: String,
+    /// Raffle operators: their sales wait for a draw.
+    raffle_operators: Vec<i32>,
+    products_ttl: Duration,
+    products: Arc<Mutex<ProductCache>>,
+}
+
+/// Operator -> (fetched at, product list, or `None` for "no dynamic products").
+type ProductCache = HashMap<i32, (Instant, Option<Value>)>;
+
+/// An operator's dynamic products, as the cache holds them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Products {
+    /// 404: the operator sells fixed products only.
+    NoneDynamic,
+    /// The list (`items` of the answer).
+    List(Value),
 }
 
 impl CsqClient {
@@ -23,7 +43,92 @@ impl CsqClient {
             http: ProviderHttp::new("csq", cfg)?,
             user: config.credential(&cfg.user_env).to_string(),
             password: config.credential(&cfg.password_env).to_string(),
+            raffle_operators: cfg.raffle_operators.clone(),
+            products_ttl: Duration::from_millis(cfg.products_cache_ms),
+            products: Arc::default(),
         })
+    }
+
+    /// True for operators whose sales are raffle tickets.
+    pub fn is_raffle(&self, operator_id: i32) -> bool {
+        self.raffle_operators.contains(&operator_id)
+    }
+
+    fn headers(&self) -> [(&'static str, String); 3] {
+        auth::headers(&self.user, &self.password, chrono::Utc::now().timestamp())
+    }
+
+    /// `GET /pre-paid/vouchers/products/{terminalId}/{operatorId}`, cached per operator for
+    /// `products_cache_ms`. Returns the exchange only when the provider was asked.
+    pub async fn products(
+        &self,
+        terminal_id: i32,
+        operator_id: i32,
+    ) -> (Result<Products, CallError>, Option<Exchange>) {
+        let cached = self
+            .products
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&operator_id).cloned())
+            .filter(|(at, _)| at.elapsed() < self.products_ttl);
+        if let Some((_, list)) = cached {
+            return (Ok(list.map_or(Products::NoneDynamic, Products::List)), None);
+        }
+        let path = format!("/pre-paid/vouchers/products/{terminal_id}/{operator_id}");
+        let (answer, exchange) = self
+            .http
+            .send("products", Method::GET, &path, &self.headers(), None)
+            .await;
+        let result = match answer {
+            Ok(v) => match v.get("items") {
+                Some(items) if v.get("rc").and_then(Value::as_i64) == Some(0) => {
+                    Ok(Some(items.clone()))
+                }
+                _ => Err(CallError::Unknown(
+                    "products answer without rc 0 and items".into(),
+                )),
+            },
+            Err(CallError::Refused { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        };
+        if let (Ok(list), Ok(mut cache)) = (&result, self.products.lock()) {
+            cache.insert(operator_id, (Instant::now(), list.clone()));
+        }
+        (
+            result.map(|l| l.map_or(Products::NoneDynamic, Products::List)),
+            Some(exchange),
+        )
+    }
+
+    /// `GET /pre-paid/vouchers/finished/{terminalId}/{operatorId}/{localReference}`: the
+    /// deferred result of a raffle ticket.
+    pub async fn finished(
+        &self,
+        terminal_id: i32,
+        operator_id: i32,
+        local_reference: i32,
+    ) -> (Result<Value, CallError>, Exchange) {
+        let path =
+            format!("/pre-paid/vouchers/finished/{terminal_id}/{operator_id}/{local_reference}");
+        self.http
+            .send("finished", Method::GET, &path, &self.headers(), None)
+            .await
+    }
+
+    /// `GET /utils/balances/{terminalId}`. The texts we hold list "Balances" under Utils
+    /// without a schema; the path and the `items` of `{currency, balanceX100}` are our reading.
+    pub async fn balance(&self, terminal_id: i32) -> (Result<Value, CallError>, Exchange) {
+        let path = format!("/utils/balances/{terminal_id}");
+        self.http
+            .send("balance", Method::GET, &path, &self.headers(), None)
+            .await
+    }
+
+    /// `GET /ping`: is the endpoint up.
+    pub async fn ping(&self) -> (Result<Value, CallError>, Exchange) {
+        self.http
+            .send("ping", Method::GET, "/ping", &[], None)
+            .await
     }
 
     /// `POST /pre-paid/vouchers/purchase/{terminalId}/{operatorId}/{localReference}`.
@@ -45,9 +150,14 @@ impl CsqClient {
             "/pre-paid/vouchers/purchase/{}/{}/{}",
             params.terminal_id, params.operator_id, local_reference
         );
-        let headers = auth::headers(&self.user, &self.password, chrono::Utc::now().timestamp());
         self.http
-            .send("purchase", Method::POST, &path, &headers, Some(&body))
+            .send(
+                "purchase",
+                Method::POST,
+                &path,
+                &self.headers(),
+                Some(&body),
+            )
             .await
     }
 
@@ -64,9 +174,8 @@ impl CsqClient {
         let path = format!(
             "/pre-paid/vouchers/additional-data/{terminal_id}/{operator_id}/{local_reference}"
         );
-        let headers = auth::headers(&self.user, &self.password, chrono::Utc::now().timestamp());
         self.http
-            .send("additional_data", Method::GET, &path, &headers, None)
+            .send("additional_data", Method::GET, &path, &self.headers(), None)
             .await
     }
 }

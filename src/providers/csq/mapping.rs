@@ -90,6 +90,21 @@ pub fn purchase_decision(answer: &Value, r: PurchaseRef<'_>) -> Decision {
     }
 }
 
+/// A 4xx refusal: the request was not accepted, so nothing happened. Final `failed`.
+pub fn refusal(status: u16, body: &Value) -> crate::providers::Step {
+    let message = body
+        .get("resultmessage")
+        .or_else(|| body.get("message"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("the provider refused the request (HTTP {status})"));
+    crate::providers::Step::failed(
+        "provider_refused_request",
+        message,
+        Some(format!("http:{status}")),
+    )
+}
+
 fn text(v: &Value, key: &str) -> Option<String> {
     v.as_object().and_then(|o| text_of(o, key))
 }

@@ -2,10 +2,11 @@
 
 pub mod auth;
 pub mod client;
+pub mod flows;
 pub mod mapping;
 pub mod params;
 pub mod sandbox;
 
-pub use client::CsqClient;
+pub use client::{CsqClient, Products};
 pub use mapping::{Decision, PurchaseRef, purchase_decision};
-pub use params::{PurchaseBody, PurchaseParams};
+pub use params::{BalanceParams, ProductsParams, PurchaseBody, PurchaseParams};

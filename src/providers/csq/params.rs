@@ -75,9 +75,7 @@ const MAX_TEXT: usize = 512;
 impl PurchaseParams {
     /// Validates the `params` object of a `purchase.csq` command.
     pub fn from_params(p: &Map<String, Value>) -> Result<PurchaseParams, RejectReason> {
-        if let Some(unknown) = p.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-            return Err(RejectReason::UnknownParam(unknown.clone()));
-        }
+        only(p, &FIELDS)?;
         let local_date_time = text(p, "local_date_time")?;
         if let Some(t) = &local_date_time {
             chrono::DateTime::parse_from_rfc3339(t).map_err(|_| {
@@ -116,6 +114,46 @@ impl PurchaseParams {
                 document_type,
             },
         })
+    }
+}
+
+/// Params of `products.csq`: which operator's dynamic products to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProductsParams {
+    pub terminal_id: i32,
+    pub operator_id: i32,
+}
+
+impl ProductsParams {
+    pub fn from_params(p: &Map<String, Value>) -> Result<ProductsParams, RejectReason> {
+        only(p, &["terminal_id", "operator_id"])?;
+        Ok(ProductsParams {
+            terminal_id: positive_int32(p, "terminal_id")?,
+            operator_id: positive_int32(p, "operator_id")?,
+        })
+    }
+}
+
+/// Params of `balance.csq`: whose balance to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BalanceParams {
+    pub terminal_id: i32,
+}
+
+impl BalanceParams {
+    pub fn from_params(p: &Map<String, Value>) -> Result<BalanceParams, RejectReason> {
+        only(p, &["terminal_id"])?;
+        Ok(BalanceParams {
+            terminal_id: positive_int32(p, "terminal_id")?,
+        })
+    }
+}
+
+/// Refuses any param not in `allowed`.
+fn only(p: &Map<String, Value>, allowed: &[&str]) -> Result<(), RejectReason> {
+    match p.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(unknown) => Err(RejectReason::UnknownParam(unknown.clone())),
+        None => Ok(()),
     }
 }
 

@@ -4,6 +4,11 @@
 //! - **1001**: always succeeds, with a voucher code and redeem instructions;
 //! - **1002**: succeeds with `hasAdditionalData: true`; the additional data (instructions,
 //!   PDF link, barcode, QR payload) is ready after [`SandboxOptions::additional_data_delay`];
+//! - **1003**: dynamic products: `GET /pre-paid/vouchers/products/...` lists three, and a
+//!   purchase must name one of them in `dynamicProductId` (other operators answer 404 there);
+//! - **1004**: raffle: sells a ticket whose draw is [`SandboxOptions::draw_delay`] later;
+//!   `GET /pre-paid/vouchers/finished/...` answers `finalstatus` 2 until the draw, then the
+//!   result, a win for about [`SandboxOptions::win_per_mille`] tickets in a thousand;
 //! - **1005**: always declines, `finalstatus` 1 with the final result code `14`;
 //! - **1006**: sells the voucher, then answers only after [`SandboxOptions::slow_answer`],
 //!   long after any sane client timeout (the effect is applied, the answer is lost);
@@ -41,8 +46,14 @@ use super::params::PurchaseBody;
 pub const OPERATOR_OK: i32 = 1001;
 /// Operator whose purchase has additional data that arrives later.
 pub const OPERATOR_ADDITIONAL_DATA: i32 = 1002;
+/// Operator with dynamic products.
+pub const OPERATOR_DYNAMIC: i32 = 1003;
+/// Operator that sells raffle tickets.
+pub const OPERATOR_RAFFLE: i32 = 1004;
 /// Operator that always declines.
 pub const OPERATOR_DECLINE: i32 = 1005;
+/// Balance of a fresh sandbox, in minor units: one million.
+pub const INITIAL_BALANCE_X100: i64 = 100_000_000;
 /// Operator that applies the purchase and then answers too late.
 pub const OPERATOR_SLOW: i32 = 1006;
 /// Operator that fails with 503 before applying anything.
@@ -55,6 +66,10 @@ pub struct SandboxOptions {
     pub slow_answer: Duration,
     /// How long operator 1002's additional data takes to be ready.
     pub additional_data_delay: Duration,
+    /// How long after the sale operator 1004 draws.
+    pub draw_delay: Duration,
+    /// Winning tickets per thousand for operator 1004.
+    pub win_per_mille: u16,
 }
 
 impl Default for SandboxOptions {
@@ -62,6 +77,8 @@ impl Default for SandboxOptions {
         SandboxOptions {
             slow_answer: Duration::from_secs(60),
             additional_data_delay: Duration::from_secs(5),
+            draw_delay: Duration::from_secs(30),
+            win_per_mille: 300,
         }
     }
 }
@@ -75,6 +92,12 @@ pub struct Stats {
     pub purchases_applied: u64,
     /// Additional-data queries that passed authentication.
     pub additional_data_calls: u64,
+    /// Product-list queries that passed authentication.
+    pub products_calls: u64,
+    /// Finished (raffle result) queries that passed authentication.
+    pub finished_calls: u64,
+    /// What is left to sell, in minor units.
+    pub balance_x100: i64,
 }
 
 /// One purchase the sandbox has answered.
@@ -85,13 +108,26 @@ struct Sale {
     /// The receipt with everything, served by additional-data once `ready_at` has passed.
     full: Value,
     ready_at: Instant,
+    /// For raffle tickets: when the draw takes place.
+    draw_at: Option<Instant>,
 }
 
-#[derive(Default)]
 struct Ledger {
     stats: Stats,
     /// (terminal, localReference) -> the sale.
     sales: HashMap<(i32, i32), Sale>,
+}
+
+impl Default for Ledger {
+    fn default() -> Self {
+        Ledger {
+            stats: Stats {
+                balance_x100: INITIAL_BALANCE_X100,
+                ..Stats::default()
+            },
+            sales: HashMap::new(),
+        }
+    }
 }
 
 struct Inner {
@@ -136,6 +172,15 @@ impl CsqSandbox {
                 "/pre-paid/vouchers/additional-data/{terminal}/{operator}/{reference}",
                 get(additional_data),
             )
+            .route(
+                "/pre-paid/vouchers/products/{terminal}/{operator}",
+                get(products),
+            )
+            .route(
+                "/pre-paid/vouchers/finished/{terminal}/{operator}/{reference}",
+                get(finished),
+            )
+            .route("/utils/balances/{terminal}", get(balances))
             .route("/ping", get(|| async { axum::Json(json!({"rc": 0})) }))
             .route("/sandbox/stats", get(stats))
             .route("/sandbox/reset", post(reset))
@@ -259,41 +304,12 @@ async fn purchase(
             )
             .into_response();
         }
-        let (answer, full, delay) = match operator {
-            OPERATOR_OK | OPERATOR_SLOW | OPERATOR_ADDITIONAL_DATA => {
-                match body.amount_to_send_x100 {
-                    Some(amount) if amount > 0 && operator == OPERATOR_ADDITIONAL_DATA => {
-                        let full = sold(amount, true);
-                        let mut answer = full.clone();
-                        // The sale is made; the instructions and assets come later.
-                        answer["items"][0]["hasAdditionalData"] = json!(true);
-                        answer["items"][0]["extraInfo"]["redeemInstructions"] = Value::Null;
-                        answer["items"][0]["extraInfo"]["additionalData"] = json!([]);
-                        (answer, full, sandbox.inner.options.additional_data_delay)
-                    }
-                    Some(amount) if amount > 0 => {
-                        let full = sold(amount, false);
-                        (full.clone(), full, Duration::ZERO)
-                    }
-                    _ => {
-                        let refused = json!({"rc": 0, "items": [{"finalstatus": 1, "resultcode": "13",
-                        "resultmessage": "amountToSendX100 is required and must be positive"}]});
-                        (refused.clone(), refused, Duration::ZERO)
-                    }
-                }
-            }
-            OPERATOR_DECLINE => {
-                let declined = json!({"rc": 0, "items": [{"finalstatus": 1, "resultcode": "14",
-                        "resultmessage": "Operation declined by the operator"}]});
-                (declined.clone(), declined, Duration::ZERO)
-            }
-            _ => {
-                let unknown = json!({"rc": 21, "resultmessage": "operator not found"});
-                (unknown.clone(), unknown, Duration::ZERO)
-            }
-        };
+        let (answer, full, delay) = decide_sale(&sandbox.inner.options, operator, &body);
+        let draw_at = (operator == OPERATOR_RAFFLE && answer["items"][0]["finalstatus"] == 0)
+            .then(|| Instant::now() + sandbox.inner.options.draw_delay);
         if answer["items"][0]["finalstatus"] == 0 {
             ledger.stats.purchases_applied += 1;
+            ledger.stats.balance_x100 -= i64::from(body.amount_to_send_x100.unwrap_or(0));
         }
         ledger.sales.insert(
             (terminal, reference),
@@ -302,6 +318,7 @@ async fn purchase(
                 answer: answer.clone(),
                 full,
                 ready_at: Instant::now() + delay,
+                draw_at,
             },
         );
         answer
@@ -313,20 +330,201 @@ async fn purchase(
     axum::Json(answer).into_response()
 }
 
+/// The three products of operator 1003.
+fn dynamic_products() -> Value {
+    json!([
+        {"dynamicProductId": "DYN-1003-0500", "name": "Streaming card 5", "amountX100": 500, "currency": "EUR"},
+        {"dynamicProductId": "DYN-1003-1000", "name": "Streaming card 10", "amountX100": 1000, "currency": "EUR"},
+        {"dynamicProductId": "DYN-1003-2500", "name": "Streaming card 25", "amountX100": 2500, "currency": "EUR"}
+    ])
+}
+
+/// What a purchase answers: (the answer, the full receipt, delay until additional data).
+fn decide_sale(
+    options: &SandboxOptions,
+    operator: i32,
+    body: &PurchaseBody,
+) -> (Value, Value, Duration) {
+    let declined = |code: &str, message: &str| {
+        let v = json!({"rc": 0, "items": [{"finalstatus": 1, "resultcode": code, "resultmessage": message}]});
+        (v.clone(), v, Duration::ZERO)
+    };
+    let amount = body.amount_to_send_x100.filter(|a| *a > 0);
+    match operator {
+        OPERATOR_OK | OPERATOR_SLOW => match amount {
+            Some(amount) => {
+                let full = sold(amount, false);
+                (full.clone(), full, Duration::ZERO)
+            }
+            None => declined("13", "amountToSendX100 is required and must be positive"),
+        },
+        OPERATOR_ADDITIONAL_DATA => match amount {
+            Some(amount) => {
+                let full = sold(amount, true);
+                let mut answer = full.clone();
+                // The sale is made; the instructions and assets come later.
+                answer["items"][0]["hasAdditionalData"] = json!(true);
+                answer["items"][0]["extraInfo"]["redeemInstructions"] = Value::Null;
+                answer["items"][0]["extraInfo"]["additionalData"] = json!([]);
+                (answer, full, options.additional_data_delay)
+            }
+            None => declined("13", "amountToSendX100 is required and must be positive"),
+        },
+        OPERATOR_DYNAMIC => {
+            let products = dynamic_products();
+            let chosen = products.as_array().and_then(|list| {
+                list.iter()
+                    .find(|p| {
+                        Some(p["dynamicProductId"].as_str().unwrap_or_default())
+                            == body.dynamic_product_id.as_deref()
+                    })
+                    .cloned()
+            });
+            match chosen {
+                Some(p) => {
+                    let price = p["amountX100"]
+                        .as_i64()
+                        .and_then(|a| i32::try_from(a).ok())
+                        .unwrap_or(0);
+                    if amount.is_some_and(|a| a != price) {
+                        declined("31", "amountToSendX100 does not match the product's price")
+                    } else {
+                        let full = sold(price, false);
+                        (full.clone(), full, Duration::ZERO)
+                    }
+                }
+                None => declined(
+                    "30",
+                    "dynamicProductId is missing or unknown for this operator",
+                ),
+            }
+        }
+        OPERATOR_RAFFLE => match amount {
+            Some(amount) => {
+                let mut full = sold(amount, false);
+                let draw_at = chrono::Utc::now()
+                    + chrono::Duration::from_std(options.draw_delay).unwrap_or_default();
+                let draw_at = draw_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                let ticket = format!(
+                    "T{}",
+                    &full["items"][0]["extraInfo"]["redeemCode"]
+                        .as_str()
+                        .unwrap_or_default()[..10]
+                );
+                let extra = &mut full["items"][0]["extraInfo"];
+                extra["redeemCode"] = json!(ticket);
+                extra["redeemInstructions"] = json!(format!(
+                    "Keep this ticket. The draw takes place at {draw_at}."
+                ));
+                extra["additionalData"] = json!([{"key": "draw_at", "value": draw_at}]);
+                (full.clone(), full, Duration::ZERO)
+            }
+            None => declined("13", "amountToSendX100 is required and must be positive"),
+        },
+        OPERATOR_DECLINE => declined("14", "Operation declined by the operator"),
+        _ => {
+            let unknown = json!({"rc": 21, "resultmessage": "operator not found"});
+            (unknown.clone(), unknown, Duration::ZERO)
+        }
+    }
+}
+
+/// Checks the headers and the path of a GET; returns the path or the refusal.
+fn get_preamble<T>(
+    sandbox: &CsqSandbox,
+    headers: &HeaderMap,
+    path: Result<Path<T>, axum::extract::rejection::PathRejection>,
+) -> Result<T, Box<Response>> {
+    check_auth(sandbox, headers)
+        .map_err(|why| Box::new(refuse(StatusCode::UNAUTHORIZED, 401, why)))?;
+    path.map(|Path(p)| p).map_err(|_| {
+        Box::new(refuse(
+            StatusCode::BAD_REQUEST,
+            400,
+            "path parameters must be int32",
+        ))
+    })
+}
+
+async fn products(
+    State(sandbox): State<CsqSandbox>,
+    path: Result<Path<(i32, i32)>, axum::extract::rejection::PathRejection>,
+    headers: HeaderMap,
+) -> Response {
+    let (_terminal, operator) = match get_preamble(&sandbox, &headers, path) {
+        Ok(p) => p,
+        Err(refusal) => return *refusal,
+    };
+    sandbox.ledger().stats.products_calls += 1;
+    if operator == OPERATOR_DYNAMIC {
+        axum::Json(json!({"rc": 0, "items": dynamic_products()})).into_response()
+    } else {
+        refuse(
+            StatusCode::NOT_FOUND,
+            404,
+            "no dynamic products for this operator",
+        )
+    }
+}
+
+async fn finished(
+    State(sandbox): State<CsqSandbox>,
+    path: Result<Path<(i32, i32, i32)>, axum::extract::rejection::PathRejection>,
+    headers: HeaderMap,
+) -> Response {
+    let (terminal, operator, reference) = match get_preamble(&sandbox, &headers, path) {
+        Ok(p) => p,
+        Err(refusal) => return *refusal,
+    };
+    let mut ledger = sandbox.ledger();
+    ledger.stats.finished_calls += 1;
+    let win_per_mille = sandbox.inner.options.win_per_mille;
+    match ledger.sales.get(&(terminal, reference)) {
+        Some(sale) if sale.operator == operator => match sale.draw_at {
+            Some(draw_at) if Instant::now() < draw_at => axum::Json(json!({"rc": 0, "items": [{
+                "finalstatus": 2, "resultcode": "DRAW_PENDING", "resultmessage": "the draw has not taken place yet"}]}))
+            .into_response(),
+            Some(_) => {
+                let ticket = sale.full["items"][0]["extraInfo"]["redeemCode"].clone();
+                // Deterministic per ticket, so asking twice gives the same result.
+                let roll = (u64::from(reference.unsigned_abs()).wrapping_mul(2_654_435_761)) % 1000;
+                let win = roll < u64::from(win_per_mille);
+                let (result, prize) = if win { ("win", "Gift card 50 EUR") } else { ("loss", "") };
+                axum::Json(json!({"rc": 0, "items": [{
+                    "finalstatus": 0, "resultcode": "00", "resultmessage": result.to_uppercase(),
+                    "extraInfo": {"resultcode": 0, "resultmessage": result.to_uppercase(), "redeemCode": ticket,
+                        "additionalData": [{"key": "raffle_result", "value": result}, {"key": "prize", "value": prize}]}
+                }]}))
+                .into_response()
+            }
+            // Not a raffle: the voucher is as finished as it will ever be.
+            None => axum::Json(sale.full.clone()).into_response(),
+        },
+        _ => refuse(StatusCode::NOT_FOUND, 404, "no transaction with this localReference"),
+    }
+}
+
+async fn balances(
+    State(sandbox): State<CsqSandbox>,
+    path: Result<Path<i32>, axum::extract::rejection::PathRejection>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(refusal) = get_preamble(&sandbox, &headers, path) {
+        return *refusal;
+    }
+    let balance = sandbox.ledger().stats.balance_x100;
+    axum::Json(json!({"rc": 0, "items": [{"currency": "EUR", "balanceX100": balance, "creditLimitX100": 0}]}))
+        .into_response()
+}
+
 async fn additional_data(
     State(sandbox): State<CsqSandbox>,
     path: Result<Path<(i32, i32, i32)>, axum::extract::rejection::PathRejection>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(why) = check_auth(&sandbox, &headers) {
-        return refuse(StatusCode::UNAUTHORIZED, 401, why);
-    }
-    let Ok(Path((terminal, operator, reference))) = path else {
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            400,
-            "path parameters must be int32",
-        );
+    let (terminal, operator, reference) = match get_preamble(&sandbox, &headers, path) {
+        Ok(p) => p,
+        Err(refusal) => return *refusal,
     };
     let mut ledger = sandbox.ledger();
     ledger.stats.additional_data_calls += 1;
