@@ -24,3 +24,11 @@ CREATE TABLE polls (
     updated_at     timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX polls_due ON polls (next_at);
+
+-- The same rejected message delivered twice (a crash between commit and ack) is one
+-- rejection with one outcome: keyed by routing key, reply address and body.
+ALTER TABLE rejections ADD COLUMN dedupe_key text;
+CREATE UNIQUE INDEX rejections_dedupe ON rejections (dedupe_key);
+
+-- Finding transactions whose worker died while sending.
+CREATE INDEX transactions_stale_leases ON transactions (lease_until) WHERE state = 'sending';

@@ -17,6 +17,9 @@ pub const MAX_ID_LEN: usize = 128;
 /// Longest accepted `callback_url`.
 pub const MAX_URL_LEN: usize = 2048;
 
+/// Kinds that move money or stock: an unknown answer to them is resolved, never resent.
+pub const FINANCIAL_KINDS: [&str; 1] = ["purchase"];
+
 /// The providers the relay knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -76,7 +79,7 @@ impl Action {
     /// True when running it moves money or stock: an unknown answer must then be resolved,
     /// never retried. Reads are safe to send again.
     pub fn has_financial_effect(&self) -> bool {
-        matches!(self, Action::CsqPurchase(_))
+        FINANCIAL_KINDS.contains(&self.kind())
     }
 }
 
@@ -194,6 +197,7 @@ pub enum RejectReason {
     NotUtf8,
     NotJson,
     NotAnObject,
+    NulCharacter,
     MissingField(&'static str),
     InvalidField(String, String),
     UnknownKind(String),
@@ -213,6 +217,7 @@ impl RejectReason {
             RejectReason::NotUtf8 => "body_not_utf8",
             RejectReason::NotJson => "body_not_json",
             RejectReason::NotAnObject => "body_not_object",
+            RejectReason::NulCharacter => "body_has_nul",
             RejectReason::MissingField(_) => "missing_field",
             RejectReason::InvalidField(..) => "invalid_field",
             RejectReason::UnknownKind(_) => "unknown_kind",
@@ -234,6 +239,7 @@ impl RejectReason {
             RejectReason::NotUtf8 => "the body is not UTF-8".into(),
             RejectReason::NotJson => "the body is not JSON".into(),
             RejectReason::NotAnObject => "the body is not a JSON object".into(),
+            RejectReason::NulCharacter => "the body contains a NUL character (\\u0000)".into(),
             RejectReason::MissingField(f) => format!("the field {f} is missing"),
             RejectReason::InvalidField(f, why) => format!("the field {f} is invalid: {why}"),
             RejectReason::UnknownKind(k) => format!("unknown kind {k:?} for this provider"),
@@ -312,6 +318,10 @@ pub fn parse(routing_key: &str, body: &[u8]) -> Result<Command, Box<Rejection>> 
         .map_err(|_| reject(RejectReason::NotUtf8, Envelope::default()))?;
     let value: Value = serde_json::from_str(text)
         .map_err(|_| reject(RejectReason::NotJson, Envelope::default()))?;
+    // PostgreSQL text and jsonb cannot hold U+0000; no field of the contract needs it.
+    if has_nul(&value) {
+        return Err(reject(RejectReason::NulCharacter, Envelope::default()));
+    }
     let Value::Object(obj) = value else {
         return Err(reject(RejectReason::NotAnObject, Envelope::default()));
     };
@@ -372,6 +382,16 @@ pub fn parse(routing_key: &str, body: &[u8]) -> Result<Command, Box<Rejection>> 
         callback_url,
         action,
     })
+}
+
+/// True if any string or key anywhere in `v` contains U+0000.
+fn has_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
 }
 
 /// Reads whatever addressing fields are present and well-typed, for a rejection.
@@ -509,6 +529,13 @@ mod tests {
         assert_eq!(code("purchase.csq", &[0xff, 0xfe, b'{']), "body_not_utf8");
         assert_eq!(code("purchase.csq", b"{not json"), "body_not_json");
         assert_eq!(code("purchase.csq", b"[1,2]"), "body_not_object");
+        assert_eq!(
+            code(
+                "purchase.csq",
+                br#"{"command_id": "a\u0000b", "source": "s"}"#
+            ),
+            "body_has_nul"
+        );
         let mut p = good_params();
         p["amount_to_send_x100"] = json!(10.5);
         assert_eq!(code("purchase.csq", &purchase(p)), "amount_not_integer");

@@ -175,6 +175,10 @@ pub struct ProviderConfig {
     pub poll_queue: String,
     pub resolve_deadline_ms: u64,
     pub additional_data_deadline_ms: u64,
+    /// Added to twice the request timeout to make the lease a worker holds while sending:
+    /// room for the rate limiter and the concurrency cap.
+    #[serde(default = "default_lease_margin_ms")]
+    pub lease_margin_ms: u64,
     /// Operators whose sales are raffle tickets (CSQ only).
     #[serde(default)]
     pub raffle_operators: Vec<i32>,
@@ -184,6 +188,10 @@ pub struct ProviderConfig {
     /// How long an operator's dynamic-product list is reused.
     #[serde(default = "default_products_cache_ms")]
     pub products_cache_ms: u64,
+}
+
+fn default_lease_margin_ms() -> u64 {
+    60_000
 }
 
 fn default_raffle_deadline_ms() -> u64 {

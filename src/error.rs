@@ -26,6 +26,8 @@ pub enum RelayError {
     Broker(#[from] lapin::Error),
     #[error("broker did not confirm the publish to {0}")]
     NotConfirmed(String),
+    #[error("no queue is bound for {0}: run `voucher-relay topology declare`")]
+    Unroutable(String),
     #[error("timed out: {0}")]
     Timeout(&'static str),
     #[error("stored data is corrupt: {0}")]
@@ -39,8 +41,10 @@ impl RelayError {
     pub fn class(&self) -> ErrorClass {
         match self {
             RelayError::Database(e) => {
-                // A constraint or syntax error will fail the same way again.
+                // Bad data (class 22) is the input's fault; a constraint or syntax error
+                // (23, 42) will fail the same way again.
                 match e.code() {
+                    Some(code) if code.code().starts_with("22") => ErrorClass::Poison,
                     Some(code)
                         if code.code().starts_with("23") || code.code().starts_with("42") =>
                     {
@@ -52,6 +56,7 @@ impl RelayError {
             RelayError::Pool(_)
             | RelayError::Broker(_)
             | RelayError::NotConfirmed(_)
+            | RelayError::Unroutable(_)
             | RelayError::Timeout(_) => ErrorClass::Retryable,
             RelayError::Corrupt(_) => ErrorClass::Final,
             RelayError::Poison(_) => ErrorClass::Poison,

@@ -5,7 +5,7 @@ use serde_json::Value;
 
 /// JSON keys whose values are never written out in clear, compared case-insensitively and
 /// ignoring `_`, so `redeemCode`, `redeem_code` and `REDEEM_CODE` are all caught.
-const SENSITIVE_KEYS: [&str; 16] = [
+const SENSITIVE_KEYS: [&str; 17] = [
     "redeemcode",
     "vouchercode",
     "code",
@@ -22,6 +22,7 @@ const SENSITIVE_KEYS: [&str; 16] = [
     "msisdn",
     "suppliertoken",
     "redeemaccount",
+    "receivermessage",
 ];
 
 fn is_sensitive(key: &str) -> bool {
@@ -45,18 +46,37 @@ pub fn mask_str(s: &str) -> String {
     }
 }
 
-/// Returns a copy of `value` with every sensitive field masked, at any depth.
+/// Masks one value: strings keep their last four characters, anything else is hidden.
+fn mask_value(v: &Value) -> Value {
+    match v {
+        Value::Null => Value::Null,
+        Value::String(s) => Value::String(mask_str(s)),
+        _ => Value::String("****".into()),
+    }
+}
+
+/// Returns a copy of `value` with every sensitive field masked, at any depth. A
+/// `{"key": <name>, "value": …}` pair (CSQ's `additionalData`) is masked when its name is.
 pub fn mask_json(value: &Value) -> Value {
     match value {
+        Value::Object(map)
+            if map
+                .get("key")
+                .and_then(Value::as_str)
+                .is_some_and(is_sensitive)
+                && map.contains_key("value") =>
+        {
+            let mut out = map.clone();
+            if let Some(v) = out.get_mut("value") {
+                *v = mask_value(v);
+            }
+            Value::Object(out)
+        }
         Value::Object(map) => Value::Object(
             map.iter()
                 .map(|(k, v)| {
                     let masked = if is_sensitive(k) {
-                        match v {
-                            Value::Null => Value::Null,
-                            Value::String(s) => Value::String(mask_str(s)),
-                            _ => Value::String("****".into()),
-                        }
+                        mask_value(v)
                     } else {
                         mask_json(v)
                     };
@@ -89,5 +109,10 @@ mod tests {
         assert_eq!(m["SH"], "****");
         assert_eq!(m["rc"], 0);
         assert!(!m.to_string().contains("1234567890123456"));
+        let pairs = mask_json(
+            &json!({"additionalData": [{"key": "pin", "value": "4321"}, {"key": "pdf", "value": "x"}]}),
+        );
+        assert_eq!(pairs["additionalData"][0]["value"], "****");
+        assert_eq!(pairs["additionalData"][1]["value"], "x");
     }
 }

@@ -61,7 +61,8 @@ impl Publisher {
         }
     }
 
-    /// Publishes and waits for the broker's confirm.
+    /// Publishes and waits for the broker's confirm. A message no queue takes is fine here
+    /// (an event nobody subscribed to).
     pub async fn publish(
         &self,
         exchange: &str,
@@ -69,24 +70,55 @@ impl Publisher {
         body: &[u8],
         properties: BasicProperties,
     ) -> Result<()> {
+        self.send(exchange, routing_key, body, properties, false)
+            .await
+    }
+
+    /// Publishes, waits for the confirm, and fails if no queue took the message: for work
+    /// that must arrive somewhere (delay tiers, `voucher.rejected`, poll wake-ups).
+    pub async fn publish_routed(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<()> {
+        self.send(exchange, routing_key, body, properties, true)
+            .await
+    }
+
+    async fn send(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+        mandatory: bool,
+    ) -> Result<()> {
         let channel = self.channel().await?;
         let confirm = async {
             let pending = channel
                 .basic_publish(
                     exchange.into(),
                     routing_key.into(),
-                    BasicPublishOptions::default(),
+                    BasicPublishOptions {
+                        mandatory,
+                        ..Default::default()
+                    },
                     body,
                     properties,
                 )
                 .await?;
             pending.await
         };
+        let target = format!("{exchange}/{routing_key}");
         match tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
-            Ok(Ok(c)) if c.is_ack() => Ok(()),
-            Ok(Ok(_)) => Err(RelayError::NotConfirmed(format!(
-                "{exchange}/{routing_key}"
-            ))),
+            Ok(Ok(c)) if c.is_ack() => match c.take_message() {
+                // Confirmed, but returned: no queue is bound for it.
+                Some(_) => Err(RelayError::Unroutable(target)),
+                None => Ok(()),
+            },
+            Ok(Ok(_)) => Err(RelayError::NotConfirmed(target)),
             Ok(Err(e)) => Err(e.into()),
             Err(_) => Err(RelayError::Timeout("publisher confirm")),
         }

@@ -96,10 +96,25 @@ impl Store {
             .await?;
         let mut items = Vec::with_capacity(rows.len());
         for row in rows {
+            let id: i64 = row.get("id");
             let sealed: Vec<u8> = row.get("payload_sealed");
-            let outcome = self.open_outcome(&sealed)?;
+            let outcome = match self.open_outcome(&sealed) {
+                Ok(o) => o,
+                Err(e) => {
+                    // One unreadable row (a changed DATA_ENCRYPTION_KEY) must not block
+                    // every delivery behind it: it is set aside for operators.
+                    tracing::error!(outbox_id = id, error = %e, "outbox row cannot be read; marked dead");
+                    client
+                        .execute(
+                            "UPDATE outbox SET dead_at = now(), locked_until = NULL, last_error = $2 WHERE id = $1",
+                            &[&id, &e.to_string()],
+                        )
+                        .await?;
+                    continue;
+                }
+            };
             items.push(OutboxItem {
-                id: row.get("id"),
+                id,
                 event_id: row.get("event_id"),
                 transaction_id: row.get("transaction_id"),
                 channel: Channel::parse(row.get("channel")),

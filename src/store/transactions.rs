@@ -507,40 +507,65 @@ impl Store {
     }
 
     /// Records a refused command and queues its `rejected` outcome, in one transaction.
-    /// Returns the rejection's id, which stands in for a transaction id in the logs.
+    /// The same message delivered again (same routing key, reply address and body) is the
+    /// same rejection: nothing new is queued. Returns the rejection's id (it stands in for
+    /// a transaction id in the logs) and its event id.
     pub async fn record_rejection(
         &self,
         rejection: &Rejection,
         routing_key: &str,
         body: &[u8],
         target: &ReplyTarget,
-    ) -> Result<(Uuid, Outcome)> {
+    ) -> Result<(Uuid, String)> {
+        let hex = |bytes: &[u8]| -> String { bytes.iter().map(|b| format!("{b:02x}")).collect() };
+        let digest = hex(&Sha256::digest(body));
+        let mut key = Sha256::new();
+        for part in [
+            routing_key.as_bytes(),
+            target.reply_to.as_bytes(),
+            target.correlation_id.as_bytes(),
+            body,
+        ] {
+            key.update((part.len() as u64).to_be_bytes());
+            key.update(part);
+        }
+        let dedupe_key = hex(&key.finalize());
         let outcome = rejection.outcome();
-        let sealed = self.seal_outcome(&outcome);
-        let digest: String = Sha256::digest(body)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
         let id = Uuid::now_v7();
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let body_bytes = i32::try_from(body.len()).unwrap_or(i32::MAX);
-        tx.execute(
-            "INSERT INTO rejections (id, source, command_id, routing_key, reason_code, reason, body_sha256, body_bytes, event_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            &[
-                &id,
-                &rejection.envelope.source,
-                &rejection.envelope.command_id,
-                &routing_key,
-                &rejection.reason.code(),
-                &rejection.reason.message(),
-                &digest,
-                &body_bytes,
-                &outcome.event_id,
-            ],
-        )
-        .await?;
+        let inserted = tx
+            .query_opt(
+                "INSERT INTO rejections (id, source, command_id, routing_key, reason_code, reason, body_sha256, body_bytes, event_id, dedupe_key)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                 ON CONFLICT (dedupe_key) DO NOTHING
+                 RETURNING id",
+                &[
+                    &id,
+                    &rejection.envelope.source,
+                    &rejection.envelope.command_id,
+                    &routing_key,
+                    &rejection.reason.code(),
+                    &rejection.reason.message(),
+                    &digest,
+                    &body_bytes,
+                    &outcome.event_id,
+                    &dedupe_key,
+                ],
+            )
+            .await?;
+        if inserted.is_none() {
+            let row = tx
+                .query_one(
+                    "SELECT id, event_id FROM rejections WHERE dedupe_key = $1",
+                    &[&dedupe_key],
+                )
+                .await?;
+            tx.commit().await?;
+            return Ok((row.get(0), row.get(1)));
+        }
+        let sealed = self.seal_outcome(&outcome);
         outbox::insert(
             &tx,
             &outcome,
@@ -554,7 +579,68 @@ impl Store {
         .await?;
         queue_for_target(&tx, &sealed, &outcome, None, Some(id), target).await?;
         tx.commit().await?;
-        Ok((id, outcome))
+        Ok((id, outcome.event_id))
+    }
+
+    /// Transactions whose worker died while sending and whose message will not come back
+    /// (it went to the dead-letter queue): a purchase becomes `unknown` with a resolve poll;
+    /// a read ends `failed` (`interrupted`), since asking again needs the command again.
+    /// Returns the purchases moved, for their wake-ups.
+    pub async fn expire_leases(&self, grace: Duration, resolve: &PollPlan) -> Result<Vec<Uuid>> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let rows = tx
+            .query(
+                "SELECT id, kind FROM transactions
+                 WHERE state = 'sending' AND lease_until < now() - make_interval(secs => $1)
+                 ORDER BY lease_until LIMIT 100 FOR UPDATE SKIP LOCKED",
+                &[&grace.as_secs_f64()],
+            )
+            .await?;
+        let mut moved = Vec::new();
+        let mut reads = Vec::new();
+        for row in rows {
+            let id: Uuid = row.get(0);
+            let kind: String = row.get(1);
+            if crate::command::FINANCIAL_KINDS.contains(&kind.as_str()) {
+                transition(
+                    &tx,
+                    id,
+                    TxState::Sending,
+                    TxState::Unknown,
+                    json!({"reason": "lease expired; the worker is gone"}),
+                )
+                .await?;
+                polls::schedule(&tx, id, resolve).await?;
+                moved.push(id);
+            } else {
+                reads.push(id);
+            }
+        }
+        tx.commit().await?;
+        for id in reads {
+            let row = client
+                .query_one(
+                    "SELECT command_id, source, kind, provider FROM transactions WHERE id = $1",
+                    &[&id],
+                )
+                .await?;
+            let outcome = Outcome::new(
+                Some(row.get(0)),
+                Some(row.get(1)),
+                row.get(2),
+                row.get(3),
+                crate::command::Status::Failed,
+                None,
+                Some(crate::command::OutcomeError {
+                    code: "interrupted".into(),
+                    message: "the worker stopped while asking the provider; send the command again with a new command_id".into(),
+                    provider_code: None,
+                }),
+            );
+            self.complete(id, TxState::Sending, &outcome).await?;
+        }
+        Ok(moved)
     }
 
     /// The stored terminal outcome of a command, if it has one.

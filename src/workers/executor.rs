@@ -28,7 +28,7 @@ use super::relay::Shared;
 use super::retry::until_done;
 use crate::broker::publisher::with_header;
 use crate::command::{self, Action, Command, OutcomeError, Status};
-use crate::error::RelayError;
+use crate::error::{ErrorClass, RelayError};
 use crate::mask::mask_json;
 use crate::providers::Step;
 use crate::providers::csq::flows;
@@ -47,16 +47,7 @@ pub async fn handle(shared: Arc<Shared>, delivery: Delivery) {
         let result = process(&shared, &delivery).await;
         let settled = match result {
             Ok(()) => delivery.ack(BasicAckOptions::default()).await,
-            Err(e) => {
-                // Infrastructure failed for minutes: hand the message back rather than hold it.
-                tracing::error!(error = %e, "giving the command back to the queue");
-                delivery
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..Default::default()
-                    })
-                    .await
-            }
+            Err(e) => give_back(&delivery, &e).await,
         };
         if let Err(e) = settled {
             // The channel is gone; the broker redelivers the message elsewhere.
@@ -66,6 +57,25 @@ pub async fn handle(shared: Arc<Shared>, delivery: Delivery) {
     }
     .instrument(span)
     .await
+}
+
+/// Settles a delivery whose handling failed. Infrastructure that failed for minutes: back
+/// to the queue. Anything that will fail the same way again: to the dead-letter exchange
+/// (`voucher.dlx` -> `voucher.dead`), where operators see it; never dropped, never looped.
+pub async fn give_back(delivery: &Delivery, e: &RelayError) -> Result<bool, lapin::Error> {
+    let requeue = e.class() == ErrorClass::Retryable;
+    if requeue {
+        tracing::error!(error = %e, "giving the message back to the queue");
+    } else {
+        tracing::error!(error = %e, class = ?e.class(), "dead-lettering the message");
+        metrics::counter!("voucher_dead_lettered_total").increment(1);
+    }
+    delivery
+        .nack(BasicNackOptions {
+            requeue,
+            ..Default::default()
+        })
+        .await
 }
 
 fn reply_target(delivery: &Delivery, callback_url: Option<&str>) -> ReplyTarget {
@@ -145,7 +155,7 @@ async fn reject(
 ) -> Result<(), RelayError> {
     let target = reply_target(delivery, rejection.envelope.callback_url.as_deref());
     let routing_key = delivery.routing_key.as_str();
-    let (rejection_id, outcome) = until_done("record rejection", || {
+    let (rejection_id, event_id) = until_done("record rejection", || {
         shared
             .store
             .record_rejection(rejection, routing_key, &delivery.data, &target)
@@ -165,10 +175,10 @@ async fn reject(
     until_done("keep rejected original", || {
         shared
             .publisher
-            .publish("", &queue, &delivery.data, props.clone())
+            .publish_routed("", &queue, &delivery.data, props.clone())
     })
     .await?;
-    tracing::warn!(reason = rejection.reason.code(), event_id = %outcome.event_id, "command rejected");
+    tracing::warn!(reason = rejection.reason.code(), event_id = %event_id, "command rejected");
     metrics::counter!("voucher_rejections_total", "reason" => rejection.reason.code()).increment(1);
     Ok(())
 }
@@ -182,7 +192,7 @@ async fn delay(shared: &Shared, delivery: &Delivery, tier: usize) -> Result<(), 
     };
     let exchange = shared.config.name(&t.name);
     until_done("delay", || {
-        shared.publisher.publish(
+        shared.publisher.publish_routed(
             &exchange,
             delivery.routing_key.as_str(),
             &delivery.data,
@@ -193,7 +203,7 @@ async fn delay(shared: &Shared, delivery: &Delivery, tier: usize) -> Result<(), 
 }
 
 /// The poll that resolves an unknown outcome.
-fn resolve_plan(shared: &Shared) -> PollPlan {
+pub fn resolve_plan(shared: &Shared) -> PollPlan {
     PollPlan {
         purpose: Purpose::Resolve,
         first_in: poller::wait_before(shared, 1),
@@ -204,8 +214,9 @@ fn resolve_plan(shared: &Shared) -> PollPlan {
 /// How long a worker owns a transaction it is sending: twice the request timeout plus a
 /// margin for the rate limiter. Only a redelivery (the owner's channel died) looks at it; a
 /// lease that runs out under a live owner costs a resolution poll, never a second purchase.
-fn lease(shared: &Shared) -> Duration {
-    shared.config.providers.csq.request_timeout() * 2 + Duration::from_secs(5)
+pub fn lease(shared: &Shared) -> Duration {
+    let csq = &shared.config.providers.csq;
+    csq.request_timeout() * 2 + Duration::from_millis(csq.lease_margin_ms)
 }
 
 async fn execute(
@@ -294,7 +305,14 @@ async fn execute(
         shared.store.complete(r.id, TxState::Sending, &outcome)
     })
     .await?;
-    if stored {
+    if !stored {
+        // The lease ran out while this worker waited (a redelivery moved the transaction to
+        // `unknown`): this answer is dropped and the resolve poll finds the same facts.
+        tracing::error!(
+            status = outcome.status.as_str(),
+            "answer arrived after the lease expired; left to the resolve poll"
+        );
+    } else {
         tracing::info!(status = outcome.status.as_str(), event_id = %outcome.event_id, latency_ms = latency_ms as u64, "command finished");
         metrics::counter!("voucher_outcomes_total", "provider" => provider, "kind" => kind, "status" => outcome.status.as_str()).increment(1);
     }

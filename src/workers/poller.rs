@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicNackOptions};
+use lapin::options::BasicAckOptions;
 use serde_json::{Value, json};
 use tracing::Instrument;
 use uuid::Uuid;
@@ -63,7 +63,7 @@ pub async fn wake(
     let body = serde_json::to_vec(&json!({"transaction_id": id})).unwrap_or_default();
     shared
         .publisher
-        .publish(
+        .publish_routed(
             &shared.config.name(&tier.name),
             &format!("{provider}.poll"),
             &body,
@@ -92,15 +92,7 @@ pub async fn handle(shared: Arc<Shared>, delivery: Delivery) {
         };
         let settled = match result {
             Ok(()) => delivery.ack(BasicAckOptions::default()).await,
-            Err(e) => {
-                tracing::error!(error = %e, "poll failed; handing the wake-up back");
-                delivery
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..Default::default()
-                    })
-                    .await
-            }
+            Err(e) => super::executor::give_back(&delivery, &e).await,
         };
         if let Err(e) = settled {
             tracing::warn!(error = %e, "could not settle the wake-up");
@@ -327,7 +319,8 @@ fn raffle_result(finished: &Value, ticket: Option<&Value>) -> Value {
     })
 }
 
-/// Republishes the wake-ups of overdue polls until shutdown.
+/// Until shutdown: republishes the wake-ups of overdue polls, and takes over transactions
+/// whose worker died while sending and whose message went to the dead-letter queue.
 pub async fn sweep(shared: Arc<Shared>, mut shutdown: Shutdown) {
     loop {
         tokio::select! {
@@ -344,6 +337,18 @@ pub async fn sweep(shared: Arc<Shared>, mut shutdown: Shutdown) {
                 }
             }
             Err(e) => tracing::warn!(error = %e, "cannot read overdue polls"),
+        }
+        let resolve = super::executor::resolve_plan(&shared);
+        match shared.store.expire_leases(OVERDUE, &resolve).await {
+            Ok(ids) => {
+                for id in ids {
+                    tracing::warn!(transaction_id = %id, "worker died while sending; resolving by query");
+                    if let Err(e) = wake(&shared, "csq", id, resolve.first_in).await {
+                        tracing::warn!(transaction_id = %id, error = %e, "could not publish the wake-up");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read expired leases"),
         }
     }
 }

@@ -128,6 +128,7 @@ fn test_config_text(id: &str, sandbox_url: &str) -> String {
             &format!("base_url = \"{sandbox_url}\""),
         )
         .replace("request_timeout_ms = 15000", "request_timeout_ms = 3000")
+        .replace("lease_margin_ms = 60000", "lease_margin_ms = 2000")
         .replace("rate_per_sec = 50", "rate_per_sec = 1000")
         .replace("prefetch = 16", "prefetch = 8")
         .replace(
