@@ -32,3 +32,9 @@ CREATE UNIQUE INDEX rejections_dedupe ON rejections (dedupe_key);
 
 -- Finding transactions whose worker died while sending.
 CREATE INDEX transactions_stale_leases ON transactions (lease_until) WHERE state = 'sending';
+
+-- Global rate limits: the next free send slot per provider, shared by every worker process.
+CREATE TABLE rate_limits (
+    provider  text PRIMARY KEY,
+    next_free timestamptz NOT NULL
+);

@@ -14,6 +14,7 @@ pub mod error;
 pub mod mask;
 pub mod providers;
 pub mod publish;
+pub mod ratelimit;
 pub mod sandbox;
 pub mod shutdown;
 pub mod store;

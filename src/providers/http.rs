@@ -4,17 +4,16 @@
 //! exchange (masked) for the audit trail, and classifies every failure by what it means for
 //! the money: was the request never sent, refused, or is its effect unknown?
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
 use crate::config::ProviderConfig;
 use crate::mask::mask_json;
+use crate::ratelimit::ProviderLimit;
 
 /// Why a provider call produced no usable answer.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -53,26 +52,28 @@ pub struct ProviderHttp {
     name: &'static str,
     client: reqwest::Client,
     base_url: String,
-    limiter: Arc<DefaultDirectRateLimiter>,
+    limit: Arc<ProviderLimit>,
     in_flight: Arc<Semaphore>,
 }
 
 impl ProviderHttp {
-    /// Builds the client from the provider's settings.
-    pub fn new(name: &'static str, cfg: &ProviderConfig) -> anyhow::Result<ProviderHttp> {
+    /// Builds the client from the provider's settings. With `pool`, the rate limit is global
+    /// across processes (see [`crate::ratelimit`]); without, it holds per process.
+    pub fn new(
+        name: &'static str,
+        cfg: &ProviderConfig,
+        pool: Option<deadpool_postgres::Pool>,
+    ) -> anyhow::Result<ProviderHttp> {
         let client = reqwest::Client::builder()
             .connect_timeout(cfg.connect_timeout())
             .timeout(cfg.request_timeout())
             .user_agent(concat!("voucher-relay/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        let rate = NonZeroU32::new(cfg.rate_per_sec).unwrap_or(NonZeroU32::MIN);
-        // Burst of one: the provider never sees more than `rate` requests in any second.
-        let quota = Quota::per_second(rate).allow_burst(NonZeroU32::MIN);
         Ok(ProviderHttp {
             name,
             client,
             base_url: cfg.base_url.trim_end_matches('/').to_string(),
-            limiter: Arc::new(RateLimiter::direct(quota)),
+            limit: Arc::new(ProviderLimit::new(name, cfg.rate_per_sec, pool)),
             in_flight: Arc::new(Semaphore::new(cfg.concurrency)),
         })
     }
@@ -114,7 +115,7 @@ impl ProviderHttp {
             exchange.error = Some(err.to_string());
             return (Err(err), exchange);
         };
-        self.limiter.until_ready().await;
+        self.limit.wait_turn().await;
 
         let mut request = self.client.request(method, &url);
         for (name, value) in headers {

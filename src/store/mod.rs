@@ -20,7 +20,7 @@ mod embedded {
 /// Database access for the workers: a pool plus the key that seals voucher data.
 #[derive(Clone)]
 pub struct Store {
-    pub(crate) pool: Pool,
+    pub pool: Pool,
     pub(crate) sealer: Sealer,
 }
 

@@ -47,7 +47,7 @@ impl Relay {
         let key = SigningKey::parse(&config.secrets.webhook_signing_secret)
             .map_err(|e| anyhow::anyhow!("WEBHOOK_SIGNING_SECRET: {e}"))?;
         let deliverer = Deliverer::new(key, Duration::from_millis(config.webhook.timeout_ms))?;
-        let csq = CsqClient::new(&config)?;
+        let csq = CsqClient::new(&config, Some(store.pool.clone()))?;
         let shared = Arc::new(Shared {
             config,
             store,

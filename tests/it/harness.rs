@@ -47,7 +47,18 @@ pub struct HookState {
     pub attempts: usize,
 }
 
+/// Tests share one broker. Most take this lock for reading; a test that restarts the
+/// broker takes it for writing and so runs alone.
+static BROKER: std::sync::LazyLock<Arc<tokio::sync::RwLock<()>>> =
+    std::sync::LazyLock::new(|| Arc::new(tokio::sync::RwLock::new(())));
+
+enum BrokerGuard {
+    Shared(#[allow(dead_code)] tokio::sync::OwnedRwLockReadGuard<()>),
+    Exclusive(#[allow(dead_code)] tokio::sync::OwnedRwLockWriteGuard<()>),
+}
+
 pub struct TestEnv {
+    _broker: BrokerGuard,
     pub id: String,
     pub config: Config,
     /// The configuration file this test's relay processes read.
@@ -154,6 +165,17 @@ impl TestEnv {
     }
 
     pub async fn with_sandbox(options: SandboxOptions) -> TestEnv {
+        let guard = BrokerGuard::Shared(BROKER.clone().read_owned().await);
+        Self::build(options, guard).await
+    }
+
+    /// A test that may restart the broker: it runs while no other test does.
+    pub async fn exclusive(options: SandboxOptions) -> TestEnv {
+        let guard = BrokerGuard::Exclusive(BROKER.clone().write_owned().await);
+        Self::build(options, guard).await
+    }
+
+    async fn build(options: SandboxOptions, guard: BrokerGuard) -> TestEnv {
         let id = uuid::Uuid::now_v7().simple().to_string()[20..].to_string();
         let env: BTreeMap<String, String> = BTreeMap::from([
             ("WEBHOOK_SIGNING_SECRET".into(), SECRET.into()),
@@ -193,6 +215,7 @@ impl TestEnv {
             .expect("rabbitmq");
         let channel = conn.create_channel().await.unwrap();
         TestEnv {
+            _broker: guard,
             id,
             config,
             config_text,
@@ -390,7 +413,15 @@ impl TestEnv {
 
     /// Deletes this test's queues, exchanges and database.
     pub async fn cleanup(self) {
-        let ch = self.conn.create_channel().await.unwrap();
+        // After a broker restart the test's own connection is gone: open a new one.
+        let conn = if self.conn.status().connected() {
+            self.conn
+        } else {
+            Connection::connect(&amqp_url(), Default::default())
+                .await
+                .expect("rabbitmq")
+        };
+        let ch = conn.create_channel().await.unwrap();
         let c = &self.config;
         for q in c
             .queues
@@ -412,7 +443,7 @@ impl TestEnv {
                 .exchange_delete(c.name(e).as_str().into(), ExchangeDeleteOptions::default())
                 .await;
         }
-        let _ = self.conn.close(200, "test done".into()).await;
+        let _ = conn.close(200, "test done".into()).await;
         for t in self.tasks {
             t.abort();
         }
@@ -430,6 +461,27 @@ impl TestEnv {
     }
 }
 
+/// The next outcome from a consumer with its correlation id, if one comes in time.
+pub async fn try_next_outcome(
+    consumer: &mut Consumer,
+    timeout: Duration,
+) -> Option<(String, Outcome)> {
+    match tokio::time::timeout(timeout, consumer.next()).await {
+        Ok(Some(Ok(d))) => {
+            let corr = d
+                .properties
+                .correlation_id()
+                .as_ref()
+                .map(|c| c.to_string())
+                .unwrap_or_default();
+            let o: Outcome = serde_json::from_slice(&d.data).expect("outcome JSON");
+            d.ack(BasicAckOptions::default()).await.unwrap();
+            Some((corr, o))
+        }
+        _ => None,
+    }
+}
+
 /// Reads `n` outcomes from a consumer, each with its correlation id.
 pub async fn next_outcomes(
     consumer: &mut Consumer,
@@ -439,19 +491,10 @@ pub async fn next_outcomes(
     let deadline = tokio::time::Instant::now() + timeout;
     let mut out = Vec::new();
     while out.len() < n {
-        match tokio::time::timeout_at(deadline, consumer.next()).await {
-            Ok(Some(Ok(d))) => {
-                let corr = d
-                    .properties
-                    .correlation_id()
-                    .as_ref()
-                    .map(|c| c.to_string())
-                    .unwrap_or_default();
-                let o: Outcome = serde_json::from_slice(&d.data).expect("outcome JSON");
-                d.ack(BasicAckOptions::default()).await.unwrap();
-                out.push((corr, o));
-            }
-            _ => panic!("only {} of {n} outcomes arrived", out.len()),
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match try_next_outcome(consumer, left).await {
+            Some(o) => out.push(o),
+            None => panic!("only {} of {n} outcomes arrived", out.len()),
         }
     }
     out

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod cli;
+mod csq_flows;
 mod harness;
 mod polling;
 mod purchase;

@@ -37,10 +37,14 @@ pub enum Products {
 }
 
 impl CsqClient {
-    pub fn new(config: &Config) -> anyhow::Result<CsqClient> {
+    /// A client; `pool` makes its rate limit global across processes.
+    pub fn new(
+        config: &Config,
+        pool: Option<deadpool_postgres::Pool>,
+    ) -> anyhow::Result<CsqClient> {
         let cfg = &config.providers.csq;
         Ok(CsqClient {
-            http: ProviderHttp::new("csq", cfg)?,
+            http: ProviderHttp::new("csq", cfg, pool)?,
             user: config.credential(&cfg.user_env).to_string(),
             password: config.credential(&cfg.password_env).to_string(),
             raffle_operators: cfg.raffle_operators.clone(),

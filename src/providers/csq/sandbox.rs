@@ -98,6 +98,8 @@ pub struct Stats {
     pub finished_calls: u64,
     /// What is left to sell, in minor units.
     pub balance_x100: i64,
+    /// Operator-1006 answers being held back right now (sold, not yet answered).
+    pub answers_held: u64,
 }
 
 /// One purchase the sandbox has answered.
@@ -325,7 +327,9 @@ async fn purchase(
     };
     if operator == OPERATOR_SLOW {
         // Sold and recorded; the answer now arrives after the client has given up.
+        sandbox.ledger().stats.answers_held += 1;
         tokio::time::sleep(sandbox.inner.options.slow_answer).await;
+        sandbox.ledger().stats.answers_held -= 1;
     }
     axum::Json(answer).into_response()
 }

@@ -1,0 +1,71 @@
+//! Per-provider rate limits that hold across every worker process (guarantee 5).
+//!
+//! Each send reserves the provider's next free slot in PostgreSQL: one row per provider
+//! holds `next_free`, and a reservation moves it on by `1 / rate`. Slots are therefore
+//! spaced by the interval whatever the number of processes, and a worker sleeps until its
+//! slot. If PostgreSQL cannot be asked, a per-process limiter (governor) keeps each process
+//! at the rate until it can, so a database hiccup slows sends instead of unleashing them.
+
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+
+/// The limit of one provider.
+pub struct ProviderLimit {
+    provider: &'static str,
+    interval: Duration,
+    pool: Option<Pool>,
+    local: DefaultDirectRateLimiter,
+}
+
+impl ProviderLimit {
+    /// `rate_per_sec` requests per second for `provider`, shared through `pool` when given.
+    pub fn new(provider: &'static str, rate_per_sec: u32, pool: Option<Pool>) -> ProviderLimit {
+        let rate = NonZeroU32::new(rate_per_sec).unwrap_or(NonZeroU32::MIN);
+        ProviderLimit {
+            provider,
+            interval: Duration::from_secs(1) / rate.get(),
+            pool,
+            // Burst of one: never more than `rate` in any second.
+            local: RateLimiter::direct(Quota::per_second(rate).allow_burst(NonZeroU32::MIN)),
+        }
+    }
+
+    /// Waits for this process's turn to send one request.
+    pub async fn wait_turn(&self) {
+        match self.reserve().await {
+            Ok(wait) => {
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(provider = self.provider, error = %e, "global rate limit unavailable; limiting this process alone");
+                self.local.until_ready().await;
+            }
+        }
+    }
+
+    /// Reserves the next global slot; returns how long to wait for it.
+    pub async fn reserve(&self) -> anyhow::Result<Duration> {
+        let Some(pool) = &self.pool else {
+            anyhow::bail!("no database for the global limit");
+        };
+        let client = tokio::time::timeout(Duration::from_secs(2), pool.get()).await??;
+        let secs = self.interval.as_secs_f64();
+        let row = client
+            .query_one(
+                "INSERT INTO rate_limits AS r (provider, next_free)
+                 VALUES ($1, clock_timestamp() + make_interval(secs => $2))
+                 ON CONFLICT (provider) DO UPDATE
+                     SET next_free = GREATEST(r.next_free, clock_timestamp()) + make_interval(secs => $2)
+                 RETURNING EXTRACT(EPOCH FROM (r.next_free - make_interval(secs => $2) - clock_timestamp()))::float8",
+                &[&self.provider, &secs],
+            )
+            .await?;
+        let wait: f64 = row.get(0);
+        Ok(Duration::from_secs_f64(wait.max(0.0)))
+    }
+}

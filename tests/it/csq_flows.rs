@@ -1,0 +1,216 @@
+//! The other CSQ flows: dynamic products, balance, raffles (across a broker restart), and
+//! the global rate limit.
+
+use std::time::Duration;
+
+use serde_json::json;
+use voucher_relay::command::Status;
+use voucher_relay::crypto::Sealer;
+use voucher_relay::providers::csq::sandbox::{INITIAL_BALANCE_X100, SandboxOptions};
+use voucher_relay::ratelimit::ProviderLimit;
+use voucher_relay::store::Store;
+
+use crate::harness::{TestEnv, next_outcomes, purchase};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn command(id: &str, kind: &str, params: serde_json::Value) -> serde_json::Value {
+    json!({"command_id": id, "source": "pos-17", "kind": kind, "provider": "csq", "params": params})
+}
+
+#[tokio::test]
+async fn products_balance_and_dynamic_purchases() {
+    let env = TestEnv::new().await;
+    let relay = env.start_relay().await;
+    let (reply_to, mut replies) = env.reply_queue().await;
+
+    env.publish(
+        &command(
+            "prod-1",
+            "products",
+            json!({"terminal_id": 17, "operator_id": 1003}),
+        ),
+        Some(&reply_to),
+        "prod-1",
+    )
+    .await;
+    let (_, o) = next_outcomes(&mut replies, 1, WAIT).await.remove(0);
+    assert_eq!(o.status, Status::Succeeded);
+    let r = o.result.unwrap();
+    assert_eq!(r["dynamic_products"], true);
+    assert_eq!(r["products"].as_array().unwrap().len(), 3);
+    assert_eq!(r["products"][1]["dynamic_product_id"], "DYN-1003-1000");
+    assert_eq!(r["products"][1]["amount_x100"], 1000);
+
+    // A 404 is an answer: no dynamic products.
+    env.publish(
+        &command(
+            "prod-2",
+            "products",
+            json!({"terminal_id": 17, "operator_id": 1001}),
+        ),
+        Some(&reply_to),
+        "prod-2",
+    )
+    .await;
+    let (_, o) = next_outcomes(&mut replies, 1, WAIT).await.remove(0);
+    assert_eq!(o.status, Status::Succeeded);
+    assert_eq!(o.result.unwrap()["dynamic_products"], false);
+
+    // A purchase naming no product picks the dynamic product by price, from the cache.
+    let mut p = purchase("dyn-1", 1003, None);
+    p["params"].as_object_mut().unwrap().remove("product_id");
+    p["params"]["amount_to_send_x100"] = json!(1000);
+    env.publish(&p, Some(&reply_to), "dyn-1").await;
+    let (_, o) = next_outcomes(&mut replies, 1, WAIT).await.remove(0);
+    assert_eq!(o.status, Status::Succeeded, "{o:?}");
+    assert_eq!(
+        env.sandbox.stats().products_calls,
+        2,
+        "operator 1003's list came from the cache"
+    );
+
+    let mut p = purchase("dyn-2", 1003, None);
+    p["params"].as_object_mut().unwrap().remove("product_id");
+    p["params"]["amount_to_send_x100"] = json!(700);
+    env.publish(&p, Some(&reply_to), "dyn-2").await;
+    let (_, o) = next_outcomes(&mut replies, 1, WAIT).await.remove(0);
+    assert_eq!(o.status, Status::Failed);
+    assert_eq!(o.error.unwrap().code, "no_matching_dynamic_product");
+
+    env.publish(
+        &command("bal-1", "balance", json!({"terminal_id": 17})),
+        Some(&reply_to),
+        "bal-1",
+    )
+    .await;
+    let (_, o) = next_outcomes(&mut replies, 1, WAIT).await.remove(0);
+    assert_eq!(o.status, Status::Succeeded);
+    assert_eq!(
+        o.result.unwrap()["balances"][0]["balance_x100"],
+        INITIAL_BALANCE_X100 - 1000
+    );
+
+    // Unknown params are refused for these kinds too.
+    env.publish(
+        &command("bal-2", "balance", json!({"terminal_id": 17, "pin": "1"})),
+        Some(&reply_to),
+        "bal-2",
+    )
+    .await;
+    let (_, o) = next_outcomes(&mut replies, 1, WAIT).await.remove(0);
+    assert_eq!(o.error.unwrap().code, "unknown_param");
+    relay.stop().await;
+    env.cleanup().await;
+}
+
+/// A raffle ticket is issued (progress event), the broker restarts while the relay waits
+/// for the draw, and the result still arrives as `raffle.resolved`.
+#[tokio::test]
+async fn raffle_result_survives_a_broker_restart() {
+    let env = TestEnv::exclusive(SandboxOptions {
+        draw_delay: Duration::from_secs(6),
+        win_per_mille: 1000,
+        ..Default::default()
+    })
+    .await;
+    let relay = env.start_relay().await;
+    env.publish(
+        &purchase("raffle-1", 1004, Some(&env.hook_url)),
+        None,
+        "raffle-1",
+    )
+    .await;
+    let hooks = env.hooks_until(WAIT, |h| !h.is_empty()).await;
+    assert_eq!(
+        hooks[0].body["type"], "purchase.ticket_issued",
+        "{:?}",
+        hooks[0].body
+    );
+    assert_eq!(hooks[0].body["status"], "pending");
+    let ticket = hooks[0].body["result"]["redeem_code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    restart_broker();
+
+    let hooks = env
+        .hooks_until(Duration::from_secs(120), |h| h.len() >= 2)
+        .await;
+    assert_eq!(hooks.len(), 2, "raffle.resolved after the restart");
+    let resolved = &hooks[1].body;
+    assert_eq!(resolved["type"], "raffle.resolved");
+    assert_eq!(resolved["status"], "succeeded");
+    assert_eq!(resolved["result"]["result"], "win");
+    assert_eq!(resolved["result"]["ticket"], ticket.as_str());
+    assert!(resolved["result"]["prize"].as_str().is_some());
+    assert!(hooks.iter().all(|h| h.signature_ok));
+    let stats = env.sandbox.stats();
+    assert_eq!(stats.purchases_applied, 1);
+    assert!(stats.finished_calls >= 1);
+    relay.stop().await;
+    env.cleanup().await;
+}
+
+fn restart_broker() {
+    for action in ["stop_app", "start_app"] {
+        let status = std::process::Command::new("rabbitmqctl")
+            .arg(action)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("rabbitmqctl runs");
+        assert!(status.success(), "rabbitmqctl {action}");
+    }
+    let status = std::process::Command::new("rabbitmqctl")
+        .args(["await_startup", "--timeout", "60"])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("rabbitmqctl runs");
+    assert!(status.success(), "rabbitmq back up");
+}
+
+/// Two "processes" (two pools, two limiters) reserve slots against one database: the slots
+/// are spaced by 1 / rate whatever the split, so together they never exceed the rate.
+#[tokio::test]
+async fn rate_limit_is_global_across_processes() {
+    let env = TestEnv::new().await;
+    voucher_relay::store::migrate(&env.config.database)
+        .await
+        .unwrap();
+    let sealer = Sealer::new(&[0; 32]);
+    let a = Store::connect(&env.config.database, sealer.clone())
+        .await
+        .unwrap();
+    let b = Store::connect(&env.config.database, sealer).await.unwrap();
+    let rate = 5; // 200 ms apart
+    let limit_a = ProviderLimit::new("csq-test", rate, Some(a.pool.clone()));
+    let limit_b = ProviderLimit::new("csq-test", rate, Some(b.pool.clone()));
+    let db = env.db().await;
+    let t0: f64 = db
+        .query_one("SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let n = 20;
+    for i in 0..n {
+        let limit = if i % 2 == 0 { &limit_a } else { &limit_b };
+        limit.reserve().await.unwrap();
+    }
+    // Every reservation, from either process, took one interval of one shared timeline:
+    // however the calls interleave, the next free slot is at least n intervals after t0.
+    let next_free: f64 = db
+        .query_one(
+            "SELECT EXTRACT(EPOCH FROM next_free)::float8 FROM rate_limits WHERE provider = 'csq-test'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        next_free - t0 >= f64::from(n) * 0.2 - 1e-6,
+        "{n} slots at 5/s need 4 s; they span {:.3} s",
+        next_free - t0
+    );
+    env.cleanup().await;
+}
