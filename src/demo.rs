@@ -22,10 +22,13 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use serde_json::{Value, json};
 
-use crate::broker::{self, Publisher, publisher::json_properties};
+use crate::broker::{self, Publisher, publisher::json_properties, topology};
 use crate::command::{Outcome, Status};
 use crate::config::{Config, Env, ProcessEnv};
-use crate::providers::csq::sandbox::{OPERATOR_DECLINE, OPERATOR_OK};
+use crate::providers::csq::sandbox::{
+    OPERATOR_ADDITIONAL_DATA, OPERATOR_DECLINE, OPERATOR_DYNAMIC, OPERATOR_OK, OPERATOR_RAFFLE,
+    OPERATOR_SLOW, OPERATOR_UNAVAILABLE, SandboxOptions,
+};
 use crate::webhook::SigningKey;
 use crate::workers::Relay;
 use crate::{sandbox, store, telemetry};
@@ -50,6 +53,8 @@ struct Sent {
     key: Option<(String, String)>,
     expected: Status,
     has_callback: bool,
+    /// One of the longer flows (polling, resolution), timed apart from the plain batch.
+    long_flow: bool,
 }
 
 /// Callbacks received, by verified signature.
@@ -63,8 +68,9 @@ type Inbox = Arc<Mutex<Received>>;
 
 /// Runs the demo with `total` commands.
 pub async fn run(config_path: &Path, total: usize) -> anyhow::Result<()> {
-    telemetry::init_logging("error");
-    let total = total.max(20);
+    // The demo reports in its own words; RUST_LOG=info shows the relay's JSON logs too.
+    telemetry::init_logging("off");
+    let total = total.max(30);
     let secret = format!(
         "whsec_{}",
         base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>())
@@ -87,7 +93,21 @@ pub async fn run(config_path: &Path, total: usize) -> anyhow::Result<()> {
     preflight(&config).await?;
 
     // The CSQ sandbox and the callback receiver, on free ports.
-    let csq = sandbox::csq_from_env(&config, &env);
+    // Short fault timings, so every flow finishes within the demo.
+    let csq = sandbox::csq_from_env(
+        &config,
+        &env,
+        SandboxOptions {
+            slow_answer: Duration::from_secs(4),
+            additional_data_delay: Duration::from_secs(1),
+            draw_delay: Duration::from_secs(3),
+            win_per_mille: 500,
+        },
+    );
+    // 1006 answers after 4 s: give up after 2 s and resolve it. 1007 never sold: say so
+    // after 5 s of asking.
+    config.providers.csq.request_timeout_ms = 2000;
+    config.providers.csq.resolve_deadline_ms = 5000;
     let csq_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     config.providers.csq.base_url = format!("http://{}", csq_listener.local_addr()?);
     let csq_task = tokio::spawn(csq.clone().serve(csq_listener));
@@ -101,6 +121,15 @@ pub async fn run(config_path: &Path, total: usize) -> anyhow::Result<()> {
         .with_state((key, inbox.clone()));
     let hook_task = tokio::spawn(async move { axum::serve(hook_listener, hook_app).await });
 
+    // The `demo.` topology belongs to the demo: one left by an older version is replaced.
+    let conn = broker::connect(&config.broker.url, "voucher-relay demo setup").await?;
+    if topology::apply(&conn, &config, topology::Mode::Check)
+        .await
+        .is_err()
+    {
+        topology::delete(&conn, &config).await?;
+    }
+    let _ = conn.close(200, "checked".into()).await;
     let relay = Relay::start(config.clone()).await?;
 
     // A private reply queue: every command asks for its outcome there too.
@@ -151,6 +180,8 @@ pub async fn run(config_path: &Path, total: usize) -> anyhow::Result<()> {
 
     // Collect one reply per message, with a progress bar.
     let mut outcomes: HashMap<String, Outcome> = HashMap::new();
+    let mut progress_events = 0usize;
+    let mut plain_done: Option<Duration> = None;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     progress(0, sent.len());
     while outcomes.len() < sent.len() {
@@ -162,8 +193,21 @@ pub async fn run(config_path: &Path, total: usize) -> anyhow::Result<()> {
                     .as_ref()
                     .map(|c| c.to_string())
                     .unwrap_or_default();
-                if let Ok(o) = serde_json::from_slice::<Outcome>(&d.data) {
-                    outcomes.insert(correlation, o);
+                match serde_json::from_slice::<Outcome>(&d.data) {
+                    // Progress (a raffle ticket issued) comes before the terminal outcome.
+                    Ok(o) if o.status == Status::Pending => progress_events += 1,
+                    Ok(o) => {
+                        outcomes.insert(correlation, o);
+                        if plain_done.is_none()
+                            && sent
+                                .iter()
+                                .filter(|s| !s.long_flow)
+                                .all(|s| outcomes.contains_key(&s.correlation_id))
+                        {
+                            plain_done = Some(started.elapsed());
+                        }
+                    }
+                    Err(_) => {}
                 }
                 d.ack(BasicAckOptions::default()).await?;
                 progress(outcomes.len(), sent.len());
@@ -177,7 +221,13 @@ pub async fn run(config_path: &Path, total: usize) -> anyhow::Result<()> {
     let replies_done = started.elapsed();
     let expected_callbacks = sent.iter().filter(|s| s.has_callback).count();
     let callback_deadline = Instant::now() + Duration::from_secs(30);
-    while inbox.lock().map(|r| r.verified.len()).unwrap_or(0) < expected_callbacks
+    let terminal = |r: &Received| {
+        r.verified
+            .iter()
+            .filter(|o| o.status != Status::Pending)
+            .count()
+    };
+    while inbox.lock().map(|r| terminal(&r)).unwrap_or(0) < expected_callbacks
         && Instant::now() < callback_deadline
     {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -193,10 +243,28 @@ pub async fn run(config_path: &Path, total: usize) -> anyhow::Result<()> {
         .lock()
         .map(|r| (r.verified.clone(), r.bad_signatures))
         .unwrap_or_default();
+    let (progress_callbacks, terminal_callbacks): (Vec<Outcome>, Vec<Outcome>) = received
+        .0
+        .into_iter()
+        .partition(|o| o.status == Status::Pending);
+    println!();
+    println!(
+        "progress events (purchase.ticket_issued): {progress_events} AMQP replies, {} callbacks",
+        progress_callbacks.len()
+    );
+    if let Some(t) = plain_done {
+        let plain = sent.iter().filter(|s| !s.long_flow).count();
+        println!(
+            "plain batch: {plain} commands answered in {:.2} s ({:.1} commands/s; CSQ is limited to {} requests/s)",
+            t.as_secs_f64(),
+            plain as f64 / t.as_secs_f64().max(0.001),
+            config.providers.csq.rate_per_sec
+        );
+    }
     report(
         &sent,
         &outcomes,
-        &received.0,
+        &terminal_callbacks,
         received.1,
         csq.stats(),
         elapsed,
@@ -306,6 +374,7 @@ fn build_batch(source: &str, hook: &str, total: usize) -> Vec<(String, Vec<u8>, 
         },
         expected,
         has_callback,
+        long_flow: false,
     };
     // Malformed commands, each refused for a different reason.
     let malformed: Vec<(&str, Vec<u8>, bool)> = {
@@ -360,7 +429,63 @@ fn build_batch(source: &str, hook: &str, total: usize) -> Vec<(String, Vec<u8>, 
             ),
         ]
     };
-    let valid = total - malformed.len() - 1;
+    // One of each longer flow: additional data, dynamic products, a raffle, a timeout after
+    // the sale (resolved by query), a 5xx before it (provably not sold), and two reads.
+    let mut specials: Vec<(String, Value, Status)> = Vec::new();
+    specials.push((
+        "purchase.csq".into(),
+        purchase(8001, OPERATOR_ADDITIONAL_DATA),
+        Status::Succeeded,
+    ));
+    let mut dynamic = purchase(8002, OPERATOR_DYNAMIC);
+    dynamic["params"]
+        .as_object_mut()
+        .map(|p| p.remove("product_id"));
+    dynamic["params"]["amount_to_send_x100"] = json!(1000);
+    specials.push(("purchase.csq".into(), dynamic, Status::Succeeded));
+    specials.push((
+        "purchase.csq".into(),
+        purchase(8003, OPERATOR_RAFFLE),
+        Status::Succeeded,
+    ));
+    specials.push((
+        "purchase.csq".into(),
+        purchase(8004, OPERATOR_SLOW),
+        Status::Succeeded,
+    ));
+    specials.push((
+        "purchase.csq".into(),
+        purchase(8005, OPERATOR_UNAVAILABLE),
+        Status::Failed,
+    ));
+    let read = |i: usize, kind: &str, params: Value| {
+        json!({"command_id": format!("cmd-{i:04}"), "source": source, "kind": kind,
+               "provider": "csq", "callback_url": hook, "params": params})
+    };
+    specials.push((
+        "products.csq".into(),
+        read(
+            8006,
+            "products",
+            json!({"terminal_id": 17, "operator_id": OPERATOR_DYNAMIC}),
+        ),
+        Status::Succeeded,
+    ));
+    specials.push((
+        "balance.csq".into(),
+        read(8007, "balance", json!({"terminal_id": 17})),
+        Status::Succeeded,
+    ));
+    for (j, (key, body, expected)) in specials.into_iter().enumerate() {
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let s = Sent {
+            long_flow: true,
+            ..sent(8001 + j, &body, expected, true)
+        };
+        out.push((key, bytes, s));
+    }
+
+    let valid = total.saturating_sub(malformed.len() + 1 + out.len());
     for i in 0..valid {
         let (operator, expected) = if i % 5 == 4 {
             (OPERATOR_DECLINE, Status::Declined)
@@ -479,8 +604,12 @@ fn report(
     );
     println!("commands with more than one terminal outcome: {multi}");
     println!(
-        "CSQ sandbox: {} purchase calls, {} vouchers sold",
-        csq.purchase_calls, csq.purchases_applied
+        "CSQ sandbox: {} purchase calls, {} vouchers sold, {} additional-data and {} finished queries, {} product lists",
+        csq.purchase_calls,
+        csq.purchases_applied,
+        csq.additional_data_calls,
+        csq.finished_calls,
+        csq.products_calls
     );
     println!("bad callback signatures: {bad_signatures}");
     println!(

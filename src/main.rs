@@ -42,6 +42,11 @@ enum Cmd {
     },
     /// Run the provider simulators, each on its own port.
     Sandbox,
+    /// Check that each provider answers its ping endpoint.
+    Providers {
+        #[command(subcommand)]
+        action: ProvidersAction,
+    },
     /// Publish the command(s) in a JSON file.
     Publish {
         file: PathBuf,
@@ -55,6 +60,12 @@ enum Cmd {
         #[arg(long, default_value_t = 200)]
         commands: usize,
     },
+}
+
+#[derive(Subcommand)]
+enum ProvidersAction {
+    /// Ping every configured provider; exits non-zero if one does not answer.
+    Check,
 }
 
 #[derive(Subcommand)]
@@ -141,12 +152,35 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 _ = wait_for_signal() => Ok(()),
             }
         }
+        Cmd::Providers {
+            action: ProvidersAction::Check,
+        } => {
+            let config = load(false)?;
+            providers_check(&config).await
+        }
         Cmd::Publish { file, wait } => {
             let config = load(false)?;
             let commands = publish::read_file(&file)?;
             publish::run(&config, commands, wait.map(Duration::from_secs)).await
         }
         Cmd::Demo { commands } => demo::run(&cli.config, commands).await,
+    }
+}
+
+/// Pings each provider and prints one line per provider.
+async fn providers_check(config: &Config) -> anyhow::Result<()> {
+    let csq = voucher_relay::providers::csq::CsqClient::new(config, None)?;
+    let (answer, exchange) = csq.ping().await;
+    let latency = exchange.latency.as_millis();
+    match answer {
+        Ok(_) => {
+            println!("csq       ok      {latency} ms  {}", exchange.url);
+            Ok(())
+        }
+        Err(e) => {
+            println!("csq       FAILED  {latency} ms  {}: {e}", exchange.url);
+            anyhow::bail!("a provider did not answer its ping")
+        }
     }
 }
 

@@ -4,7 +4,10 @@
 //! PRECONDITION_FAILED. Each declaration runs on a channel that is replaced after such an
 //! error, so every mismatch is collected and reported by name instead of killing the caller.
 
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{
+    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ExchangeKind};
 
@@ -201,4 +204,27 @@ pub async fn apply(conn: &Connection, config: &Config, mode: Mode) -> anyhow::Re
     } else {
         Err(TopologyError { problems }.into())
     }
+}
+
+/// Deletes every exchange and queue of the config (with their messages). For throw-away
+/// topologies only: the demo's `demo.` prefix and the tests' own prefixes.
+pub async fn delete(conn: &Connection, config: &Config) -> anyhow::Result<()> {
+    let mut ch = conn.create_channel().await?;
+    for o in objects(config) {
+        let deleted = match o.kind {
+            Some(_) => {
+                ch.exchange_delete(o.name.as_str().into(), ExchangeDeleteOptions::default())
+                    .await
+            }
+            None => ch
+                .queue_delete(o.name.as_str().into(), QueueDeleteOptions::default())
+                .await
+                .map(|_| ()),
+        };
+        if deleted.is_err() {
+            ch = conn.create_channel().await?;
+        }
+    }
+    let _ = ch.close(200, "deleted".into()).await;
+    Ok(())
 }

@@ -69,7 +69,7 @@ async fn deliver(shared: &Shared, item: OutboxItem) {
         .transaction_id
         .map(|t| t.to_string())
         .unwrap_or_default();
-    let span = tracing::info_span!("outbox", transaction_id = %transaction_id, event_id = %item.event_id, channel = ?item.channel, attempt = item.attempts);
+    let span = tracing::error_span!("outbox", transaction_id = %transaction_id, event_id = %item.event_id, channel = ?item.channel, attempt = item.attempts);
     deliver_one(shared, item).instrument(span).await
 }
 

@@ -42,7 +42,7 @@ const MAX_NOT_SENT_ATTEMPTS: i32 = 5;
 /// leaves the message to be redelivered.
 pub async fn handle(shared: Arc<Shared>, delivery: Delivery) {
     let routing_key = delivery.routing_key.to_string();
-    let span = tracing::info_span!("command", routing_key = %routing_key, transaction_id = tracing::field::Empty, command_id = tracing::field::Empty);
+    let span = tracing::error_span!("command", routing_key = %routing_key, transaction_id = tracing::field::Empty, command_id = tracing::field::Empty);
     async move {
         let result = process(&shared, &delivery).await;
         let settled = match result {

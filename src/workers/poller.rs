@@ -81,7 +81,7 @@ pub async fn handle(shared: Arc<Shared>, delivery: Delivery) {
                 .and_then(Value::as_str)
                 .and_then(|s| s.parse::<Uuid>().ok())
         });
-    let span = tracing::info_span!("poll", transaction_id = %id.map(|i| i.to_string()).unwrap_or_default());
+    let span = tracing::error_span!("poll", transaction_id = %id.map(|i| i.to_string()).unwrap_or_default());
     async move {
         let result = match id {
             Some(id) => run(&shared, id).await,

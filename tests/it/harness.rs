@@ -15,8 +15,7 @@ use base64::Engine;
 use futures_util::StreamExt;
 use hmac::{Hmac, Mac};
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, ExchangeDeleteOptions, QueueBindOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, Consumer};
@@ -421,28 +420,7 @@ impl TestEnv {
                 .await
                 .expect("rabbitmq")
         };
-        let ch = conn.create_channel().await.unwrap();
-        let c = &self.config;
-        for q in c
-            .queues
-            .iter()
-            .map(|q| &q.name)
-            .chain(c.delay_tiers.iter().map(|t| &t.name))
-        {
-            let _ = ch
-                .queue_delete(c.name(q).as_str().into(), QueueDeleteOptions::default())
-                .await;
-        }
-        for e in c
-            .exchanges
-            .iter()
-            .map(|e| &e.name)
-            .chain(c.delay_tiers.iter().map(|t| &t.name))
-        {
-            let _ = ch
-                .exchange_delete(c.name(e).as_str().into(), ExchangeDeleteOptions::default())
-                .await;
-        }
+        let _ = voucher_relay::broker::topology::delete(&conn, &self.config).await;
         let _ = conn.close(200, "test done".into()).await;
         for t in self.tasks {
             t.abort();
