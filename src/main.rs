@@ -60,6 +60,15 @@ enum Cmd {
         #[arg(long, default_value_t = 200)]
         commands: usize,
     },
+    /// Measure end-to-end throughput and latency of purchases against the sandbox.
+    Bench {
+        /// How many purchases to publish.
+        #[arg(long, default_value_t = 2000)]
+        commands: usize,
+        /// The provider rate limit to run at, in requests per second.
+        #[arg(long, default_value_t = 1000)]
+        rate: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -164,6 +173,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             publish::run(&config, commands, wait.map(Duration::from_secs)).await
         }
         Cmd::Demo { commands } => demo::run(&cli.config, commands).await,
+        Cmd::Bench { commands, rate } => demo::bench::run(&cli.config, commands, rate).await,
     }
 }
 

@@ -8,11 +8,10 @@
 use std::path::Path;
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
+use lapin::options::BasicAckOptions;
 use serde_json::Value;
 
+use crate::broker::reply::ReplyQueue;
 use crate::broker::{self, Publisher, publisher::json_properties};
 use crate::config::Config;
 
@@ -58,36 +57,16 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let exchange = config.name(&config.broker.commands_exchange);
     let conn = broker::connect(&config.broker.url, "voucher-relay publish").await?;
-    let mut replies = None;
-    if wait.is_some() {
-        let ch = conn.create_channel().await?;
-        let q = ch
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
-        let consumer = ch
-            .basic_consume(
-                q.name().clone(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        replies = Some((ch, q.name().to_string(), consumer));
-    }
+    let mut replies = match wait {
+        Some(_) => Some(ReplyQueue::open(&conn).await?),
+        None => None,
+    };
     let publisher = Publisher::connect(&config.broker.url).await?;
     let count = commands.len();
     for c in &commands {
         let mut props = json_properties().with_correlation_id(c.correlation_id.as_str().into());
-        if let Some((_, queue, _)) = &replies {
-            props = props.with_reply_to(queue.as_str().into());
+        if let Some(queue) = &replies {
+            props = props.with_reply_to(queue.name.as_str().into());
         }
         publisher
             .publish(&exchange, &c.routing_key, &c.body, props)
@@ -95,12 +74,12 @@ pub async fn run(
         eprintln!("published {} ({})", c.correlation_id, c.routing_key);
     }
     publisher.close().await;
-    if let (Some(limit), Some((_ch, _, mut consumer))) = (wait, replies) {
+    if let (Some(limit), Some(queue)) = (wait, replies.as_mut()) {
         let deadline = tokio::time::Instant::now() + limit;
         let mut seen = 0;
         while seen < count {
-            match tokio::time::timeout_at(deadline, consumer.next()).await {
-                Ok(Some(Ok(d))) => {
+            match tokio::time::timeout_at(deadline, queue.next()).await {
+                Ok(Some(d)) => {
                     println!("{}", String::from_utf8_lossy(&d.data));
                     d.ack(BasicAckOptions::default()).await?;
                     seen += 1;

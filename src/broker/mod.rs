@@ -3,6 +3,7 @@
 
 pub mod consume;
 pub mod publisher;
+pub mod reply;
 pub mod topology;
 
 pub use consume::consume;

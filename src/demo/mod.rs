@@ -1,9 +1,12 @@
-//! `voucher-relay demo`: the whole path in one process.
+//! `voucher-relay demo`: the whole path in one process. `bench` measures it.
 //!
 //! Starts the CSQ sandbox, a callback receiver that verifies every signature, and the
 //! relay's workers; publishes a mixed batch (successes, declines, one duplicate and a few
 //! malformed commands) through RabbitMQ; and prints a table of outcomes by status. It uses
 //! the `demo.` name prefix on the broker so it never mixes with a relay already running.
+
+pub mod bench;
+pub mod rig;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
@@ -16,35 +19,18 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use base64::Engine;
-use futures_util::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
+use lapin::options::BasicAckOptions;
 use serde_json::{Value, json};
 
-use crate::broker::{self, Publisher, publisher::json_properties, topology};
+use crate::broker::{Publisher, publisher::json_properties};
 use crate::command::{Outcome, Status};
-use crate::config::{Config, Env, ProcessEnv};
 use crate::providers::csq::sandbox::{
     OPERATOR_ADDITIONAL_DATA, OPERATOR_DECLINE, OPERATOR_DYNAMIC, OPERATOR_OK, OPERATOR_RAFFLE,
     OPERATOR_SLOW, OPERATOR_UNAVAILABLE, SandboxOptions,
 };
+use crate::telemetry;
 use crate::webhook::SigningKey;
-use crate::workers::Relay;
-use crate::{sandbox, store, telemetry};
-
-/// The process environment, with the demo's defaults for what a new user has not set.
-struct DemoEnv {
-    defaults: BTreeMap<String, String>,
-}
-
-impl Env for DemoEnv {
-    fn get(&self, name: &str) -> Option<String> {
-        ProcessEnv
-            .get(name)
-            .or_else(|| self.defaults.get(name).cloned())
-    }
-}
+use rig::{DemoEnv, Rig};
 
 /// One published message and what the demo expects of it.
 struct Sent {
@@ -71,46 +57,23 @@ pub async fn run(config_path: &Path, total: usize) -> anyhow::Result<()> {
     // The demo reports in its own words; RUST_LOG=info shows the relay's JSON logs too.
     telemetry::init_logging("off");
     let total = total.max(30);
-    let secret = format!(
-        "whsec_{}",
-        base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>())
-    );
-    let env = DemoEnv {
-        defaults: BTreeMap::from([
-            ("WEBHOOK_SIGNING_SECRET".to_string(), secret),
-            (
-                "CSQ_USER".to_string(),
-                sandbox::DEFAULT_CSQ_USER.to_string(),
-            ),
-            (
-                "CSQ_PASSWORD".to_string(),
-                sandbox::DEFAULT_CSQ_PASSWORD.to_string(),
-            ),
-        ]),
+    let env = DemoEnv::new();
+    // Short fault timings, so every flow finishes within the demo. 1006 answers after 4 s:
+    // give up after 2 s and resolve it. 1007 never sold: say so after 5 s of asking.
+    let options = SandboxOptions {
+        slow_answer: Duration::from_secs(4),
+        additional_data_delay: Duration::from_secs(1),
+        draw_delay: Duration::from_secs(3),
+        win_per_mille: 500,
     };
-    let mut config = Config::load(config_path, &env, true)?;
-    config.broker.name_prefix = "demo.".into();
-    preflight(&config).await?;
+    let rig = Rig::start(config_path, &env, "demo.", options, |c| {
+        c.providers.csq.request_timeout_ms = 2000;
+        c.providers.csq.resolve_deadline_ms = 5000;
+    })
+    .await?;
+    let config = rig.config.clone();
 
-    // The CSQ sandbox and the callback receiver, on free ports.
-    // Short fault timings, so every flow finishes within the demo.
-    let csq = sandbox::csq_from_env(
-        &config,
-        &env,
-        SandboxOptions {
-            slow_answer: Duration::from_secs(4),
-            additional_data_delay: Duration::from_secs(1),
-            draw_delay: Duration::from_secs(3),
-            win_per_mille: 500,
-        },
-    );
-    // 1006 answers after 4 s: give up after 2 s and resolve it. 1007 never sold: say so
-    // after 5 s of asking.
-    config.providers.csq.request_timeout_ms = 2000;
-    config.providers.csq.resolve_deadline_ms = 5000;
-    let csq_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    config.providers.csq.base_url = format!("http://{}", csq_listener.local_addr()?);
-    let csq_task = tokio::spawn(csq.clone().serve(csq_listener));
+    // The callback receiver, on a free port; it checks every signature.
     let inbox: Inbox = Arc::default();
     let key = SigningKey::parse(&config.secrets.webhook_signing_secret)
         .map_err(|e| anyhow::anyhow!("WEBHOOK_SIGNING_SECRET: {e}"))?;
@@ -120,40 +83,8 @@ pub async fn run(config_path: &Path, total: usize) -> anyhow::Result<()> {
         .route("/hooks/vouchers", post(receive))
         .with_state((key, inbox.clone()));
     let hook_task = tokio::spawn(async move { axum::serve(hook_listener, hook_app).await });
-
-    // The `demo.` topology belongs to the demo: one left by an older version is replaced.
-    let conn = broker::connect(&config.broker.url, "voucher-relay demo setup").await?;
-    if topology::apply(&conn, &config, topology::Mode::Check)
-        .await
-        .is_err()
-    {
-        topology::delete(&conn, &config).await?;
-    }
-    let _ = conn.close(200, "checked".into()).await;
-    let relay = Relay::start(config.clone()).await?;
-
-    // A private reply queue: every command asks for its outcome there too.
-    let conn = broker::connect(&config.broker.url, "voucher-relay demo").await?;
-    let ch = conn.create_channel().await?;
-    let reply_queue = ch
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
-    let mut replies = ch
-        .basic_consume(
-            reply_queue.name().clone(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let mut rig = rig;
+    let reply_queue = rig.replies.name.clone();
 
     let source = format!("demo-{}", chrono::Utc::now().format("%Y%m%d%H%M%S%3f"));
     let batch = build_batch(&source, &hook_url, total);
@@ -169,7 +100,7 @@ pub async fn run(config_path: &Path, total: usize) -> anyhow::Result<()> {
     let mut sent = Vec::with_capacity(batch.len());
     for (routing_key, body, s) in batch {
         let props = json_properties()
-            .with_reply_to(reply_queue.name().as_str().into())
+            .with_reply_to(reply_queue.as_str().into())
             .with_correlation_id(s.correlation_id.as_str().into());
         publisher
             .publish(&exchange, &routing_key, &body, props)
@@ -185,8 +116,8 @@ pub async fn run(config_path: &Path, total: usize) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     progress(0, sent.len());
     while outcomes.len() < sent.len() {
-        match tokio::time::timeout_at(deadline, replies.next()).await {
-            Ok(Some(Ok(d))) => {
+        match tokio::time::timeout_at(deadline, rig.replies.next()).await {
+            Ok(Some(d)) => {
                 let correlation = d
                     .properties
                     .correlation_id()
@@ -234,9 +165,8 @@ pub async fn run(config_path: &Path, total: usize) -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed();
 
-    relay.stop().await;
-    let _ = conn.close(200, "demo done".into()).await;
-    csq_task.abort();
+    let stats = rig.csq.stats();
+    rig.stop().await;
     hook_task.abort();
 
     let received = inbox
@@ -266,29 +196,10 @@ pub async fn run(config_path: &Path, total: usize) -> anyhow::Result<()> {
         &outcomes,
         &terminal_callbacks,
         received.1,
-        csq.stats(),
+        stats,
         elapsed,
         replies_done,
     )
-}
-
-/// Says which service is down, where it looked, and how to start it; both at once.
-async fn preflight(config: &Config) -> anyhow::Result<()> {
-    let mut problems = Vec::new();
-    if let Err(e) = store::ensure_database(&config.database).await {
-        problems.push(e.to_string());
-    }
-    match broker::connect(&config.broker.url, "voucher-relay demo preflight").await {
-        Ok(conn) => {
-            let _ = conn.close(200, "ok".into()).await;
-        }
-        Err(e) => problems.push(e.to_string()),
-    }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        anyhow::bail!("{}", problems.join("\n"))
-    }
 }
 
 async fn receive(

@@ -1,0 +1,119 @@
+//! `voucher-relay bench`: how fast the relay carries purchases end to end.
+//!
+//! Publishes `commands` purchases (operator 1001) as fast as the broker confirms them, with
+//! the provider rate limit raised to `rate`, and measures each one from publish to its AMQP
+//! reply. Prints throughput and latency percentiles. Speed is measured here, never asserted
+//! in a test.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use lapin::options::BasicAckOptions;
+use serde_json::json;
+
+use super::rig::{DemoEnv, Rig};
+use crate::broker::{Publisher, publisher::json_properties};
+use crate::providers::csq::sandbox::{OPERATOR_OK, SandboxOptions};
+use crate::telemetry;
+
+/// Runs the benchmark and prints its figures.
+pub async fn run(config_path: &Path, commands: usize, rate: u32) -> anyhow::Result<()> {
+    telemetry::init_logging("off");
+    let commands = commands.max(1);
+    let env = DemoEnv::new();
+    let mut rig = Rig::start(
+        config_path,
+        &env,
+        "bench.",
+        SandboxOptions::default(),
+        |c| {
+            c.providers.csq.rate_per_sec = rate.max(1);
+            c.providers.csq.concurrency = 64;
+            c.broker.prefetch = 64;
+        },
+    )
+    .await?;
+    let config = rig.config.clone();
+    let publisher = Publisher::connect(&config.broker.url).await?;
+    let exchange = config.name(&config.broker.commands_exchange);
+    let source = format!("bench-{}", chrono::Utc::now().format("%Y%m%d%H%M%S%3f"));
+    println!("voucher-relay bench: {commands} purchases, provider limit {rate}/s, prefetch 64");
+
+    let started = Instant::now();
+    let mut sent_at = HashMap::with_capacity(commands);
+    for i in 0..commands {
+        let id = format!("b-{i:06}");
+        let body = json!({
+            "command_id": id, "source": source, "kind": "purchase", "provider": "csq",
+            "params": {"terminal_id": 1, "operator_id": OPERATOR_OK, "amount_to_send_x100": 1000}
+        });
+        let props = json_properties()
+            .with_reply_to(rig.replies.name.as_str().into())
+            .with_correlation_id(id.as_str().into());
+        sent_at.insert(id, Instant::now());
+        publisher
+            .publish(
+                &exchange,
+                "purchase.csq",
+                &serde_json::to_vec(&body)?,
+                props,
+            )
+            .await?;
+    }
+    let published = started.elapsed();
+    publisher.close().await;
+
+    let mut latencies = Vec::with_capacity(commands);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+    while latencies.len() < commands {
+        match tokio::time::timeout_at(deadline, rig.replies.next()).await {
+            Ok(Some(d)) => {
+                let corr = d
+                    .properties
+                    .correlation_id()
+                    .as_ref()
+                    .map(|c| c.to_string());
+                if let Some(at) = corr.and_then(|c| sent_at.remove(&c)) {
+                    latencies.push(at.elapsed());
+                }
+                d.ack(BasicAckOptions::default()).await?;
+            }
+            _ => break,
+        }
+    }
+    let elapsed = started.elapsed();
+    let sold = rig.csq.stats().purchases_applied;
+    rig.stop().await;
+
+    latencies.sort();
+    let pct = |p: usize| {
+        latencies
+            .get((latencies.len() * p / 100).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    println!(
+        "published in {:.2} s ({:.0} msg/s with confirms)",
+        published.as_secs_f64(),
+        commands as f64 / published.as_secs_f64().max(1e-3)
+    );
+    println!(
+        "outcomes: {} of {commands} in {:.2} s: {:.1} commands/s end to end",
+        latencies.len(),
+        elapsed.as_secs_f64(),
+        latencies.len() as f64 / elapsed.as_secs_f64().max(1e-3)
+    );
+    println!(
+        "latency publish -> reply: p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        pct(50).as_secs_f64() * 1e3,
+        pct(90).as_secs_f64() * 1e3,
+        pct(99).as_secs_f64() * 1e3,
+        latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+    );
+    println!("vouchers sold by the sandbox: {sold}");
+    if latencies.len() < commands {
+        anyhow::bail!("{} outcomes never arrived", commands - latencies.len());
+    }
+    Ok(())
+}
