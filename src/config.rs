@@ -179,6 +179,13 @@ pub struct ProviderConfig {
     /// room for the rate limiter and the concurrency cap.
     #[serde(default = "default_lease_margin_ms")]
     pub lease_margin_ms: u64,
+    /// Per-operator overrides of `additional_data_deadline_ms`, keyed by operator id.
+    #[serde(default)]
+    pub additional_data_deadline_by_operator: BTreeMap<String, u64>,
+    /// Worker processes the rate limit is shared by when PostgreSQL cannot be asked: each
+    /// process then sends at `rate_per_sec / max_processes`, so together they stay under.
+    #[serde(default = "default_max_processes")]
+    pub max_processes: u32,
     /// Operators whose sales are raffle tickets (CSQ only).
     #[serde(default)]
     pub raffle_operators: Vec<i32>,
@@ -188,6 +195,10 @@ pub struct ProviderConfig {
     /// How long an operator's dynamic-product list is reused.
     #[serde(default = "default_products_cache_ms")]
     pub products_cache_ms: u64,
+}
+
+fn default_max_processes() -> u32 {
+    4
 }
 
 fn default_lease_margin_ms() -> u64 {
@@ -208,6 +219,18 @@ impl ProviderConfig {
     }
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    /// How long a sale of `operator` waits for its additional data.
+    pub fn additional_data_deadline(&self, operator: Option<i64>) -> Duration {
+        let ms = operator
+            .and_then(|o| {
+                self.additional_data_deadline_by_operator
+                    .get(&o.to_string())
+            })
+            .copied()
+            .unwrap_or(self.additional_data_deadline_ms);
+        Duration::from_millis(ms)
     }
 }
 

@@ -3,8 +3,9 @@
 //! Each send reserves the provider's next free slot in PostgreSQL: one row per provider
 //! holds `next_free`, and a reservation moves it on by `1 / rate`. Slots are therefore
 //! spaced by the interval whatever the number of processes, and a worker sleeps until its
-//! slot. If PostgreSQL cannot be asked, a per-process limiter (governor) keeps each process
-//! at the rate until it can, so a database hiccup slows sends instead of unleashing them.
+//! slot. If PostgreSQL cannot be asked, a per-process limiter (governor) holds each process
+//! to `rate / max_processes` until it can, so a database hiccup slows sends instead of
+//! multiplying them.
 
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -21,15 +22,22 @@ pub struct ProviderLimit {
 }
 
 impl ProviderLimit {
-    /// `rate_per_sec` requests per second for `provider`, shared through `pool` when given.
-    pub fn new(provider: &'static str, rate_per_sec: u32, pool: Option<Pool>) -> ProviderLimit {
+    /// `rate_per_sec` requests per second for `provider`, shared through `pool` (best a
+    /// small pool of its own, so busy workers cannot starve it) by up to `max_processes`.
+    pub fn new(
+        provider: &'static str,
+        rate_per_sec: u32,
+        max_processes: u32,
+        pool: Option<Pool>,
+    ) -> ProviderLimit {
         let rate = NonZeroU32::new(rate_per_sec).unwrap_or(NonZeroU32::MIN);
+        let share = NonZeroU32::new(rate.get() / max_processes.max(1)).unwrap_or(NonZeroU32::MIN);
         ProviderLimit {
             provider,
             interval: Duration::from_secs(1) / rate.get(),
             pool,
-            // Burst of one: never more than `rate` in any second.
-            local: RateLimiter::direct(Quota::per_second(rate).allow_burst(NonZeroU32::MIN)),
+            // Burst of one: never more than the share in any second.
+            local: RateLimiter::direct(Quota::per_second(share).allow_burst(NonZeroU32::MIN)),
         }
     }
 

@@ -73,7 +73,12 @@ impl ProviderHttp {
             name,
             client,
             base_url: cfg.base_url.trim_end_matches('/').to_string(),
-            limit: Arc::new(ProviderLimit::new(name, cfg.rate_per_sec, pool)),
+            limit: Arc::new(ProviderLimit::new(
+                name,
+                cfg.rate_per_sec,
+                cfg.max_processes,
+                pool,
+            )),
             in_flight: Arc::new(Semaphore::new(cfg.concurrency)),
         })
     }

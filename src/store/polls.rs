@@ -58,6 +58,10 @@ pub struct PollJob {
     /// Attempts including this one.
     pub attempt: i32,
     pub past_deadline: bool,
+    /// Time left until the deadline (zero once past it).
+    pub deadline_left: Duration,
+    /// Proves this worker's claim when it reschedules.
+    pub token: Uuid,
     pub state: TxState,
     pub source: String,
     pub command_id: String,
@@ -105,7 +109,7 @@ impl Store {
             .query_opt(
                 "SELECT GREATEST(EXTRACT(EPOCH FROM (p.next_at - now())), 0)::float8 AS wait,
                         (p.locked_until IS NOT NULL AND p.locked_until > now()) AS locked
-                 FROM polls p WHERE p.transaction_id = $1",
+                 FROM polls p WHERE p.transaction_id = $1 AND p.parked_at IS NULL",
                 &[&id],
             )
             .await?;
@@ -121,18 +125,24 @@ impl Store {
         if wait > 0.5 {
             return Ok(Due::Later(Duration::from_secs_f64(wait)));
         }
+        // One statement decides: due, unlocked, not parked, transaction still waiting. Two
+        // wake-ups for the same poll cannot both pass it.
+        let token = Uuid::now_v7();
         let row = client
             .query_opt(
-                "UPDATE polls p SET locked_until = now() + make_interval(secs => $2),
+                "UPDATE polls p SET locked_until = now() + make_interval(secs => $2), locked_by = $3,
                         attempts = p.attempts + 1, updated_at = now()
                  FROM transactions t
                  WHERE p.transaction_id = $1 AND t.id = p.transaction_id
                    AND t.state IN ('unknown', 'awaiting_data', 'awaiting_draw')
+                   AND p.parked_at IS NULL
+                   AND p.next_at <= now() + interval '0.5 seconds'
                    AND (p.locked_until IS NULL OR p.locked_until <= now())
                  RETURNING p.purpose, p.attempts, p.deadline <= now() AS past_deadline,
+                           GREATEST(EXTRACT(EPOCH FROM (p.deadline - now())), 0)::float8 AS deadline_left,
                            t.state, t.source, t.command_id, t.kind, t.provider,
                            t.terminal_id, t.operator_id, t.local_reference, t.partial_sealed",
-                &[&id, &lease.as_secs_f64()],
+                &[&id, &lease.as_secs_f64(), &token],
             )
             .await?;
         let Some(row) = row else {
@@ -155,6 +165,8 @@ impl Store {
             purpose: Purpose::parse(row.get("purpose"))?,
             attempt: row.get("attempts"),
             past_deadline: row.get("past_deadline"),
+            deadline_left: Duration::from_secs_f64(row.get::<_, f64>("deadline_left")),
+            token,
             state: TxState::parse(row.get("state"))?,
             source: row.get("source"),
             command_id: row.get("command_id"),
@@ -167,33 +179,57 @@ impl Store {
         })))
     }
 
-    /// Not final yet: poll again after `wait` and release the claim.
-    pub async fn reschedule_poll(&self, id: Uuid, wait: Duration) -> Result<()> {
+    /// Not final yet: poll again after `wait` and release the claim. Does nothing if this
+    /// worker's claim (`token`) was overtaken meanwhile.
+    pub async fn reschedule_poll(&self, id: Uuid, token: Uuid, wait: Duration) -> Result<bool> {
+        let client = self.pool.get().await?;
+        let n = client
+            .execute(
+                "UPDATE polls SET next_at = now() + make_interval(secs => $3), locked_until = NULL,
+                        locked_by = NULL, enqueued_at = now(), updated_at = now()
+                 WHERE transaction_id = $1 AND locked_by = $2",
+                &[&id, &token, &wait.as_secs_f64()],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Sets a poll aside for operators: it fails the same way every time. The transaction
+    /// keeps its waiting state, and the sweeper no longer wakes it.
+    pub async fn park_poll(&self, id: Uuid, reason: &str) -> Result<()> {
         let client = self.pool.get().await?;
         client
             .execute(
-                "UPDATE polls SET next_at = now() + make_interval(secs => $2), locked_until = NULL,
-                        enqueued_at = now(), updated_at = now()
+                "UPDATE polls SET parked_at = now(), parked_reason = $2, locked_until = NULL,
+                        locked_by = NULL, updated_at = now()
                  WHERE transaction_id = $1",
-                &[&id, &wait.as_secs_f64()],
+                &[&id, &reason],
             )
             .await?;
         Ok(())
     }
 
-    /// Polls overdue by more than `grace` whose wake-up was lost; marks them re-enqueued.
-    pub async fn overdue_polls(&self, grace: Duration) -> Result<Vec<Uuid>> {
+    /// Polls overdue by more than `grace` whose wake-up was lost, with their provider; marks
+    /// them re-enqueued. At most 500 at a time, so a backlog is spread over sweeps.
+    pub async fn overdue_polls(&self, grace: Duration) -> Result<Vec<(Uuid, String)>> {
         let client = self.pool.get().await?;
         let rows = client
             .query(
-                "UPDATE polls SET enqueued_at = now()
-                 WHERE next_at < now() - make_interval(secs => $1)
-                   AND (enqueued_at IS NULL OR enqueued_at < now() - make_interval(secs => $1))
-                   AND (locked_until IS NULL OR locked_until < now())
-                 RETURNING transaction_id",
+                "WITH due AS (
+                     SELECT transaction_id FROM polls
+                     WHERE next_at < now() - make_interval(secs => $1)
+                       AND parked_at IS NULL
+                       AND (enqueued_at IS NULL OR enqueued_at < now() - make_interval(secs => $1))
+                       AND (locked_until IS NULL OR locked_until < now())
+                     ORDER BY next_at LIMIT 500
+                     FOR UPDATE SKIP LOCKED)
+                 UPDATE polls p SET enqueued_at = now()
+                 FROM due, transactions t
+                 WHERE p.transaction_id = due.transaction_id AND t.id = p.transaction_id
+                 RETURNING p.transaction_id, t.provider",
                 &[&grace.as_secs_f64()],
             )
             .await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 }

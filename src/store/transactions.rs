@@ -277,7 +277,7 @@ impl Store {
                 Intake::Completed(r)
             }
             TxState::Sending if leased == Some(true) => Intake::Busy(r),
-            TxState::Sending => {
+            TxState::Sending if cmd.action.has_financial_effect() => {
                 // The worker that held the lease is gone and may have sent the request.
                 add_target(&tx, r.id, target).await?;
                 transition(
@@ -290,6 +290,19 @@ impl Store {
                 .await?;
                 polls::schedule(&tx, r.id, resolve).await?;
                 Intake::Pending(r, TxState::Unknown)
+            }
+            TxState::Sending => {
+                // A read whose worker is gone: asking again changes nothing at the provider.
+                add_target(&tx, r.id, target).await?;
+                transition(
+                    &tx,
+                    r.id,
+                    TxState::Sending,
+                    TxState::Received,
+                    json!({"reason": "lease expired while reading; asking again"}),
+                )
+                .await?;
+                Intake::Pending(r, TxState::Received)
             }
             TxState::Received
             | TxState::Unknown

@@ -19,8 +19,10 @@ use crate::webhook::CallbackResult;
 
 /// Rows claimed per round.
 const BATCH: i64 = 64;
-/// How long a claim holds before another worker may take the row.
-const CLAIM_FOR: Duration = Duration::from_secs(60);
+/// Added to the callback timeout to make a claim: the longest one delivery can take (a
+/// callback POST, or a publish and its confirm, both bounded by about that long). A worker
+/// that dies holding rows delays them by no more than this.
+const CLAIM_MARGIN: Duration = Duration::from_secs(5);
 /// Poll interval when nothing woke the worker: picks up rows written by other processes
 /// and retries that came due.
 const IDLE_POLL: Duration = Duration::from_millis(250);
@@ -34,7 +36,8 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: Shutdown) {
         if shutdown.is_triggered() {
             return;
         }
-        let items = match shared.store.claim_outbox(BATCH, CLAIM_FOR).await {
+        let claim_for = Duration::from_millis(shared.config.webhook.timeout_ms) + CLAIM_MARGIN;
+        let items = match shared.store.claim_outbox(BATCH, claim_for).await {
             Ok(items) => items,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the outbox; retrying");

@@ -19,7 +19,7 @@ use super::relay::Shared;
 use super::retry::until_done;
 use crate::broker::publisher::json_properties;
 use crate::command::{Outcome, OutcomeError, Status};
-use crate::error::RelayError;
+use crate::error::{ErrorClass, RelayError};
 use crate::providers::csq::{self, Decision, PurchaseRef, flows};
 use crate::providers::{CallError, Step};
 use crate::shutdown::Shutdown;
@@ -84,7 +84,7 @@ pub async fn handle(shared: Arc<Shared>, delivery: Delivery) {
     let span = tracing::error_span!("poll", transaction_id = %id.map(|i| i.to_string()).unwrap_or_default());
     async move {
         let result = match id {
-            Some(id) => run(&shared, id).await,
+            Some(id) => run(&shared, id).await.map_err(|e| (id, e)),
             None => {
                 tracing::error!("wake-up message without a transaction id; dropped");
                 Ok(())
@@ -92,7 +92,19 @@ pub async fn handle(shared: Arc<Shared>, delivery: Delivery) {
         };
         let settled = match result {
             Ok(()) => delivery.ack(BasicAckOptions::default()).await,
-            Err(e) => super::executor::give_back(&delivery, &e).await,
+            Err((_, e)) if e.class() == ErrorClass::Retryable => {
+                super::executor::give_back(&delivery, &e).await
+            }
+            Err((id, e)) => {
+                // It would fail the same way at every wake-up: set it aside for operators
+                // rather than loop through the dead-letter queue forever.
+                tracing::error!(error = %e, "poll parked for operators");
+                metrics::counter!("voucher_polls_parked_total").increment(1);
+                if let Err(e) = shared.store.park_poll(id, &e.to_string()).await {
+                    tracing::error!(error = %e, "could not park the poll");
+                }
+                delivery.ack(BasicAckOptions::default()).await
+            }
         };
         if let Err(e) = settled {
             tracing::warn!(error = %e, "could not settle the wake-up");
@@ -147,7 +159,7 @@ pub async fn start_waiting(
             let plan = PollPlan {
                 purpose: Purpose::AdditionalData,
                 first_in: wait_before(shared, 1),
-                deadline_in: Duration::from_millis(csq.additional_data_deadline_ms),
+                deadline_in: csq.additional_data_deadline(partial["operator_id"].as_i64()),
             };
             (TxState::AwaitingData, partial, plan, None)
         }
@@ -166,7 +178,13 @@ pub async fn start_waiting(
                 .with_type("purchase.ticket_issued");
             (TxState::AwaitingDraw, ticket, plan, Some(progress))
         }
-        other => return Err(RelayError::Corrupt(format!("start_waiting with {other:?}"))),
+        // Only the two waiting steps reach here; naming the variant keeps voucher codes out
+        // of the error text.
+        _ => {
+            return Err(RelayError::Corrupt(
+                "start_waiting without a waiting step".into(),
+            ));
+        }
     };
     until_done("await provider", || {
         shared
@@ -221,6 +239,10 @@ async fn run(shared: &Shared, id: Uuid) -> Result<(), RelayError> {
             .and_then(|p| p.get("product_id"))
             .and_then(Value::as_str),
     };
+    let pending_with_data = answer.as_ref().is_ok_and(|a| {
+        let receipt = &a["items"][0];
+        receipt["finalstatus"] == 2 && receipt["hasAdditionalData"] == true
+    });
     let decision = answer.map(|a| csq::purchase_decision(&a, reference));
     let outcome = match (job.purpose, decision) {
         // Resolved as sold, but the sale has more to come: wait for it like a fresh sale.
@@ -230,10 +252,26 @@ async fn run(shared: &Shared, id: Uuid) -> Result<(), RelayError> {
             let draw_in = flows::draw_in(&r);
             return start_waiting(shared, id, job.state, Step::AwaitDraw { ticket: r, draw_in }, subject).await;
         }
+        (Purpose::Resolve, Ok(Decision::Final { status: Status::Succeeded, result: Some(r), .. }))
+            if r["has_additional_data"] == true =>
+        {
+            return start_waiting(shared, id, job.state, Step::AwaitData(r), subject).await;
+        }
+        // Found, sold, and its data still being prepared: the sale happened.
+        (Purpose::Resolve, _) if pending_with_data => {
+            let partial = json!({"terminal_id": terminal_id, "operator_id": operator_id,
+                                 "local_reference": local_reference, "has_additional_data": true});
+            return start_waiting(shared, id, job.state, Step::AwaitData(partial), subject).await;
+        }
+        (Purpose::Resolve, Ok(Decision::Final { status, result, error })) => Some(subject.outcome(status, result, error)),
+        // The sale is made: only its data or its result may finish it. Anything else
+        // (a refusal, an rc, a decline) is asked again until the deadline.
+        (Purpose::AdditionalData, Ok(Decision::Final { status: Status::Succeeded, result, .. })) => {
+            Some(subject.outcome(Status::Succeeded, result, None))
+        }
         (Purpose::Finished, Ok(Decision::Final { status: Status::Succeeded, result: Some(r), .. })) => {
             Some(subject.outcome(Status::Succeeded, Some(raffle_result(&r, job.partial.as_ref())), None).with_type("raffle.resolved"))
         }
-        (_, Ok(Decision::Final { status, result, error })) => Some(subject.outcome(status, result, error)),
         (Purpose::Resolve, Err(CallError::Refused { status: 404, .. })) if job.past_deadline => Some(subject.outcome(
             Status::Failed,
             None,
@@ -283,14 +321,23 @@ async fn run(shared: &Shared, id: Uuid) -> Result<(), RelayError> {
             Ok(())
         }
         None => {
-            let wait = wait_before(shared, job.attempt + 1);
+            // Never sleep past the deadline: the last poll comes on time.
+            let wait = wait_before(shared, job.attempt + 1)
+                .min(job.deadline_left.max(Duration::from_millis(100)));
             tracing::info!(
                 purpose = job.purpose.as_str(),
                 attempt = job.attempt,
                 next_in_ms = wait.as_millis() as u64,
                 "not final yet; polling again"
             );
-            until_done("reschedule poll", || shared.store.reschedule_poll(id, wait)).await?;
+            let still_ours = until_done("reschedule poll", || {
+                shared.store.reschedule_poll(id, job.token, wait)
+            })
+            .await?;
+            if !still_ours {
+                tracing::warn!("another worker took this poll over; leaving it to them");
+                return Ok(());
+            }
             wake(shared, &job.provider, id, wait).await
         }
     }
@@ -328,10 +375,10 @@ pub async fn sweep(shared: Arc<Shared>, mut shutdown: Shutdown) {
             _ = tokio::time::sleep(SWEEP_EVERY) => {}
         }
         match shared.store.overdue_polls(OVERDUE).await {
-            Ok(ids) => {
-                for id in ids {
+            Ok(due) => {
+                for (id, provider) in due {
                     tracing::warn!(transaction_id = %id, "poll wake-up was lost; publishing it again");
-                    if let Err(e) = wake(&shared, "csq", id, Duration::ZERO).await {
+                    if let Err(e) = wake(&shared, &provider, id, Duration::ZERO).await {
                         tracing::warn!(transaction_id = %id, error = %e, "could not republish the wake-up");
                     }
                 }

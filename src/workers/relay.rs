@@ -47,7 +47,15 @@ impl Relay {
         let key = SigningKey::parse(&config.secrets.webhook_signing_secret)
             .map_err(|e| anyhow::anyhow!("WEBHOOK_SIGNING_SECRET: {e}"))?;
         let deliverer = Deliverer::new(key, Duration::from_millis(config.webhook.timeout_ms))?;
-        let csq = CsqClient::new(&config, Some(store.pool.clone()))?;
+        // The global rate limit gets connections of its own: workers busy with the main pool
+        // must not push it into its per-process fallback.
+        let limiter_db = crate::config::DatabaseConfig {
+            pool_size: 2,
+            ..config.database.clone()
+        };
+        let limiter_store =
+            Store::connect(&limiter_db, Sealer::new(&config.secrets.data_key)).await?;
+        let csq = CsqClient::new(&config, Some(limiter_store.pool))?;
         let shared = Arc::new(Shared {
             config,
             store,

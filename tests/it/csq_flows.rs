@@ -184,8 +184,8 @@ async fn rate_limit_is_global_across_processes() {
         .unwrap();
     let b = Store::connect(&env.config.database, sealer).await.unwrap();
     let rate = 5; // 200 ms apart
-    let limit_a = ProviderLimit::new("csq-test", rate, Some(a.pool.clone()));
-    let limit_b = ProviderLimit::new("csq-test", rate, Some(b.pool.clone()));
+    let limit_a = ProviderLimit::new("csq-test", rate, 2, Some(a.pool.clone()));
+    let limit_b = ProviderLimit::new("csq-test", rate, 2, Some(b.pool.clone()));
     let db = env.db().await;
     let t0: f64 = db
         .query_one("SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8", &[])

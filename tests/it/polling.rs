@@ -156,7 +156,11 @@ async fn additional_data_that_never_arrives_expires_with_the_sale() {
     })
     .await;
     let mut config = env.config.clone();
-    config.providers.csq.additional_data_deadline_ms = 1500;
+    config
+        .providers
+        .csq
+        .additional_data_deadline_by_operator
+        .insert("1002".into(), 1500);
     let relay = voucher_relay::workers::Relay::start(config).await.unwrap();
     let (reply_to, mut replies) = env.reply_queue().await;
     env.publish(&purchase("ad-2", 1002, None), Some(&reply_to), "ad")

@@ -24,6 +24,9 @@ pub struct CsqClient {
     products: Arc<Mutex<ProductCache>>,
 }
 
+/// Most operators whose product lists are cached at once.
+const MAX_CACHED: usize = 1024;
+
 /// Operator -> (fetched at, product list, or `None` for "no dynamic products").
 type ProductCache = HashMap<i32, (Instant, Option<Value>)>;
 
@@ -96,6 +99,12 @@ impl CsqClient {
             Err(e) => Err(e),
         };
         if let (Ok(list), Ok(mut cache)) = (&result, self.products.lock()) {
+            // Keyed by what callers send: drop stale entries, and never hold more than
+            // MAX_CACHED operators.
+            cache.retain(|_, (at, _)| at.elapsed() < self.products_ttl);
+            if cache.len() >= MAX_CACHED {
+                cache.clear();
+            }
             cache.insert(operator_id, (Instant::now(), list.clone()));
         }
         (
