@@ -86,3 +86,27 @@ fn unreachable_broker_says_where_and_how_to_start_it() {
         "credentials must not be echoed: {text}"
     );
 }
+
+// Multi-threaded: the sandbox must keep serving while this thread waits for the binary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn providers_check_pings_the_sandbox() {
+    let env = crate::harness::TestEnv::new().await;
+    let config = env.config_file();
+    let config = config.to_str().unwrap();
+    let (code, text) = relay(&["--config", config, "providers", "check"], &[]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("csq") && text.contains("ok"), "{text}");
+    // The same check against a port where nothing listens fails, naming the provider.
+    let dead = env
+        .config_text
+        .replace(&env.config.providers.csq.base_url, "http://127.0.0.1:1");
+    let path = std::env::temp_dir().join(format!("vr-test-{}-dead.toml", env.id));
+    std::fs::write(&path, dead).unwrap();
+    let (code, text) = relay(
+        &["--config", path.to_str().unwrap(), "providers", "check"],
+        &[],
+    );
+    assert_clean_failure(code, &text, "csq");
+    assert!(text.contains("FAILED"), "{text}");
+    env.cleanup().await;
+}

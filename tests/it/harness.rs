@@ -227,11 +227,17 @@ impl TestEnv {
         }
     }
 
+    /// This test's configuration as a file, for the binary's `--config`.
+    pub fn config_file(&self) -> std::path::PathBuf {
+        let path = std::env::temp_dir().join(format!("vr-test-{}.toml", self.id));
+        std::fs::write(&path, &self.config_text).unwrap();
+        path
+    }
+
     /// Starts `voucher-relay run` as a separate process on this test's configuration, and
     /// waits until its consumers are attached.
     pub async fn spawn_relay_process(&self) -> std::process::Child {
-        let path = std::env::temp_dir().join(format!("vr-test-{}.toml", self.id));
-        std::fs::write(&path, &self.config_text).unwrap();
+        let path = self.config_file();
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_voucher-relay"))
             .arg("--config")
             .arg(&path)
