@@ -153,21 +153,22 @@ async fn raffle_result_survives_a_broker_restart() {
     env.cleanup().await;
 }
 
+/// Restarts RabbitMQ: `rabbitmqctl stop_app`, `start_app`, `await_startup` by default, or
+/// the shell command in `RABBITMQ_RESTART_CMD` (e.g. `docker compose restart rabbitmq`).
 fn restart_broker() {
-    for action in ["stop_app", "start_app"] {
-        let status = std::process::Command::new("rabbitmqctl")
-            .arg(action)
-            .stdout(std::process::Stdio::null())
-            .status()
-            .expect("rabbitmqctl runs");
-        assert!(status.success(), "rabbitmqctl {action}");
-    }
-    let status = std::process::Command::new("rabbitmqctl")
-        .args(["await_startup", "--timeout", "60"])
+    let command = std::env::var("RABBITMQ_RESTART_CMD").unwrap_or_else(|_| {
+        "rabbitmqctl -q stop_app && rabbitmqctl -q start_app && rabbitmqctl -q await_startup --timeout 60"
+            .into()
+    });
+    let status = std::process::Command::new("sh")
+        .args(["-c", &command])
         .stdout(std::process::Stdio::null())
         .status()
-        .expect("rabbitmqctl runs");
-    assert!(status.success(), "rabbitmq back up");
+        .expect("sh runs");
+    assert!(
+        status.success(),
+        "restarting RabbitMQ with `{command}` failed"
+    );
 }
 
 /// Two "processes" (two pools, two limiters) reserve slots against one database: the slots
