@@ -199,6 +199,34 @@ async fn queue_for_target(
     Ok(())
 }
 
+/// Queues `outcome` for every target of `id` still waiting for its end; `answers` marks
+/// them answered (a terminal outcome), a progress event leaves them waiting.
+async fn queue_for_waiting(
+    tx: &Transaction<'_>,
+    id: Uuid,
+    sealed: &[u8],
+    outcome: &Outcome,
+    answers: bool,
+) -> Result<()> {
+    let rows = tx
+        .query(
+            "UPDATE reply_targets SET answered_at = CASE WHEN $2 THEN now() END
+             WHERE transaction_id = $1 AND answered_at IS NULL
+             RETURNING reply_to, correlation_id, callback_url",
+            &[&id, &answers],
+        )
+        .await?;
+    for row in rows {
+        let t = ReplyTarget {
+            reply_to: row.get(0),
+            correlation_id: row.get(1),
+            callback_url: row.get(2),
+        };
+        queue_for_target(tx, sealed, outcome, Some(id), None, &t).await?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// Records a command idempotently and registers who wants its outcome. One database
     /// transaction; the AMQP message may be acked once this returns (except for `Busy`).
@@ -419,21 +447,8 @@ impl Store {
                     None,
                 )
                 .await?;
-                let targets = tx
-                    .query(
-                        "SELECT reply_to, correlation_id, callback_url FROM reply_targets
-                         WHERE transaction_id = $1 AND answered_at IS NULL",
-                        &[&id],
-                    )
-                    .await?;
-                for row in targets {
-                    let t = ReplyTarget {
-                        reply_to: row.get(0),
-                        correlation_id: row.get(1),
-                        callback_url: row.get(2),
-                    };
-                    queue_for_target(&tx, &sealed_event, event, Some(id), None, &t).await?;
-                }
+                // Progress goes to everyone waiting, who still wait for the end.
+                queue_for_waiting(&tx, id, &sealed_event, event, false).await?;
             }
         }
         tx.commit().await?;
@@ -499,22 +514,7 @@ impl Store {
             None,
         )
         .await?;
-        let targets = tx
-            .query(
-                "UPDATE reply_targets SET answered_at = now()
-                 WHERE transaction_id = $1 AND answered_at IS NULL
-                 RETURNING reply_to, correlation_id, callback_url",
-                &[&id],
-            )
-            .await?;
-        for row in targets {
-            let t = ReplyTarget {
-                reply_to: row.get(0),
-                correlation_id: row.get(1),
-                callback_url: row.get(2),
-            };
-            queue_for_target(&tx, &sealed, outcome, Some(id), None, &t).await?;
-        }
+        queue_for_waiting(&tx, id, &sealed, outcome, true).await?;
         tx.commit().await?;
         Ok(true)
     }

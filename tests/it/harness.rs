@@ -12,15 +12,13 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use base64::Engine;
-use futures_util::StreamExt;
 use hmac::{Hmac, Mac};
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, QueueBindOptions, QueueDeclareOptions,
-};
+use lapin::options::{BasicAckOptions, BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Connection, Consumer};
+use lapin::{BasicProperties, Channel, Connection};
 use serde_json::Value;
 use sha2::Sha256;
+use voucher_relay::broker::reply::ReplyQueue;
 use voucher_relay::command::Outcome;
 use voucher_relay::config::Config;
 use voucher_relay::providers::csq::sandbox::{CsqSandbox, SandboxOptions};
@@ -332,34 +330,13 @@ impl TestEnv {
     }
 
     /// A private reply queue and its consumer.
-    pub async fn reply_queue(&self) -> (String, Consumer) {
-        let ch = self.conn.create_channel().await.unwrap();
-        let q = ch
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        let consumer = ch
-            .basic_consume(
-                q.name().clone(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        (q.name().to_string(), consumer)
+    pub async fn reply_queue(&self) -> (String, ReplyQueue) {
+        let queue = ReplyQueue::open(&self.conn).await.unwrap();
+        (queue.name.clone(), queue)
     }
 
     /// A queue bound to `voucher.events` with `pattern`, declared before the relay publishes.
-    pub async fn event_queue(&self, pattern: &str) -> Consumer {
+    pub async fn event_queue(&self, pattern: &str) -> ReplyQueue {
         let (name, consumer) = self.reply_queue().await;
         self.channel
             .queue_bind(
@@ -447,11 +424,11 @@ impl TestEnv {
 
 /// The next outcome from a consumer with its correlation id, if one comes in time.
 pub async fn try_next_outcome(
-    consumer: &mut Consumer,
+    consumer: &mut ReplyQueue,
     timeout: Duration,
 ) -> Option<(String, Outcome)> {
     match tokio::time::timeout(timeout, consumer.next()).await {
-        Ok(Some(Ok(d))) => {
+        Ok(Some(d)) => {
             let corr = d
                 .properties
                 .correlation_id()
@@ -468,7 +445,7 @@ pub async fn try_next_outcome(
 
 /// Reads `n` outcomes from a consumer, each with its correlation id.
 pub async fn next_outcomes(
-    consumer: &mut Consumer,
+    consumer: &mut ReplyQueue,
     n: usize,
     timeout: Duration,
 ) -> Vec<(String, Outcome)> {
