@@ -199,8 +199,9 @@ async fn queue_for_target(
     Ok(())
 }
 
-/// Queues `outcome` for every target of `id` still waiting for its end; `answers` marks
-/// them answered (a terminal outcome), a progress event leaves them waiting.
+/// Queues `outcome` on `voucher.events` and for every target of `id` still waiting for its
+/// end; `answers` marks them answered (a terminal outcome), a progress event leaves them
+/// waiting.
 async fn queue_for_waiting(
     tx: &Transaction<'_>,
     id: Uuid,
@@ -208,6 +209,17 @@ async fn queue_for_waiting(
     outcome: &Outcome,
     answers: bool,
 ) -> Result<()> {
+    outbox::insert(
+        tx,
+        outcome,
+        sealed,
+        Some(id),
+        None,
+        Channel::Event,
+        &outcome.routing_key(),
+        None,
+    )
+    .await?;
     let rows = tx
         .query(
             "UPDATE reply_targets SET answered_at = CASE WHEN $2 THEN now() END
@@ -436,17 +448,6 @@ impl Store {
             polls::schedule(&tx, id, plan).await?;
             if let Some(event) = progress {
                 let sealed_event = self.seal_outcome(event);
-                outbox::insert(
-                    &tx,
-                    event,
-                    &sealed_event,
-                    Some(id),
-                    None,
-                    Channel::Event,
-                    &event.routing_key(),
-                    None,
-                )
-                .await?;
                 // Progress goes to everyone waiting, who still wait for the end.
                 queue_for_waiting(&tx, id, &sealed_event, event, false).await?;
             }
@@ -503,17 +504,6 @@ impl Store {
         // The transaction is finished: nothing may poll it again.
         tx.execute("DELETE FROM polls WHERE transaction_id = $1", &[&id])
             .await?;
-        outbox::insert(
-            &tx,
-            outcome,
-            &sealed,
-            Some(id),
-            None,
-            Channel::Event,
-            &outcome.routing_key(),
-            None,
-        )
-        .await?;
         queue_for_waiting(&tx, id, &sealed, outcome, true).await?;
         tx.commit().await?;
         Ok(true)
