@@ -109,19 +109,6 @@ impl Status {
             Status::Pending => "pending",
         }
     }
-
-    pub fn parse(s: &str) -> Option<Status> {
-        Some(match s {
-            "succeeded" => Status::Succeeded,
-            "declined" => Status::Declined,
-            "reversed" => Status::Reversed,
-            "failed" => Status::Failed,
-            "expired" => Status::Expired,
-            "rejected" => Status::Rejected,
-            "pending" => Status::Pending,
-            _ => return None,
-        })
-    }
 }
 
 /// A machine-readable error carried by an outcome.

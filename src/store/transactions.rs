@@ -646,21 +646,6 @@ impl Store {
         Ok(moved)
     }
 
-    /// The stored terminal outcome of a command, if it has one.
-    pub async fn stored_outcome(&self, source: &str, command_id: &str) -> Result<Option<Outcome>> {
-        let client = self.pool.get().await?;
-        let row = client
-            .query_opt(
-                "SELECT outcome_sealed FROM transactions WHERE source = $1 AND command_id = $2",
-                &[&source, &command_id],
-            )
-            .await?;
-        match row.and_then(|r| r.get::<_, Option<Vec<u8>>>(0)) {
-            Some(sealed) => Ok(Some(self.open_outcome(&sealed)?)),
-            None => Ok(None),
-        }
-    }
-
     pub(crate) fn seal_outcome(&self, outcome: &Outcome) -> Vec<u8> {
         // Serializing a struct of strings and JSON values cannot fail.
         let json = serde_json::to_vec(outcome).unwrap_or_default();
