@@ -120,6 +120,24 @@ struct Ledger {
     sales: HashMap<(i32, i32), Sale>,
 }
 
+impl Ledger {
+    /// The sale of `reference` on `terminal`, if it was made with `operator`.
+    fn sale(&self, terminal: i32, operator: i32, reference: i32) -> Option<&Sale> {
+        self.sales
+            .get(&(terminal, reference))
+            .filter(|sale| sale.operator == operator)
+    }
+}
+
+/// CSQ's answer for a reference it never sold.
+fn no_such_sale() -> Response {
+    refuse(
+        StatusCode::NOT_FOUND,
+        404,
+        "no transaction with this localReference",
+    )
+}
+
 impl Default for Ledger {
     fn default() -> Self {
         Ledger {
@@ -483,28 +501,28 @@ async fn finished(
     let mut ledger = sandbox.ledger();
     ledger.stats.finished_calls += 1;
     let win_per_mille = sandbox.inner.options.win_per_mille;
-    match ledger.sales.get(&(terminal, reference)) {
-        Some(sale) if sale.operator == operator => match sale.draw_at {
-            Some(draw_at) if Instant::now() < draw_at => axum::Json(json!({"rc": 0, "items": [{
-                "finalstatus": 2, "resultcode": "DRAW_PENDING", "resultmessage": "the draw has not taken place yet"}]}))
-            .into_response(),
-            Some(_) => {
-                let ticket = sale.full["items"][0]["extraInfo"]["redeemCode"].clone();
-                // Deterministic per ticket, so asking twice gives the same result.
-                let roll = (u64::from(reference.unsigned_abs()).wrapping_mul(2_654_435_761)) % 1000;
-                let win = roll < u64::from(win_per_mille);
-                let (result, prize) = if win { ("win", "Gift card 50 EUR") } else { ("loss", "") };
-                axum::Json(json!({"rc": 0, "items": [{
-                    "finalstatus": 0, "resultcode": "00", "resultmessage": result.to_uppercase(),
-                    "extraInfo": {"resultcode": 0, "resultmessage": result.to_uppercase(), "redeemCode": ticket,
-                        "additionalData": [{"key": "raffle_result", "value": result}, {"key": "prize", "value": prize}]}
-                }]}))
-                .into_response()
-            }
-            // Not a raffle: the voucher is as finished as it will ever be.
-            None => axum::Json(sale.full.clone()).into_response(),
-        },
-        _ => refuse(StatusCode::NOT_FOUND, 404, "no transaction with this localReference"),
+    let Some(sale) = ledger.sale(terminal, operator, reference) else {
+        return no_such_sale();
+    };
+    match sale.draw_at {
+        Some(draw_at) if Instant::now() < draw_at => axum::Json(json!({"rc": 0, "items": [{
+            "finalstatus": 2, "resultcode": "DRAW_PENDING", "resultmessage": "the draw has not taken place yet"}]}))
+        .into_response(),
+        Some(_) => {
+            let ticket = sale.full["items"][0]["extraInfo"]["redeemCode"].clone();
+            // Deterministic per ticket, so asking twice gives the same result.
+            let roll = (u64::from(reference.unsigned_abs()).wrapping_mul(2_654_435_761)) % 1000;
+            let win = roll < u64::from(win_per_mille);
+            let (result, prize) = if win { ("win", "Gift card 50 EUR") } else { ("loss", "") };
+            axum::Json(json!({"rc": 0, "items": [{
+                "finalstatus": 0, "resultcode": "00", "resultmessage": result.to_uppercase(),
+                "extraInfo": {"resultcode": 0, "resultmessage": result.to_uppercase(), "redeemCode": ticket,
+                    "additionalData": [{"key": "raffle_result", "value": result}, {"key": "prize", "value": prize}]}
+            }]}))
+            .into_response()
+        }
+        // Not a raffle: the voucher is as finished as it will ever be.
+        None => axum::Json(sale.full.clone()).into_response(),
     }
 }
 
@@ -532,23 +550,17 @@ async fn additional_data(
     };
     let mut ledger = sandbox.ledger();
     ledger.stats.additional_data_calls += 1;
-    match ledger.sales.get(&(terminal, reference)) {
-        Some(sale) if sale.operator == operator => {
-            if Instant::now() < sale.ready_at {
-                axum::Json(
-                    json!({"rc": 0, "items": [{"finalstatus": 2, "resultcode": "PENDING",
-                    "resultmessage": "additional data not ready yet", "hasAdditionalData": true}]}),
-                )
-                .into_response()
-            } else {
-                axum::Json(sale.full.clone()).into_response()
-            }
-        }
-        _ => refuse(
-            StatusCode::NOT_FOUND,
-            404,
-            "no transaction with this localReference",
-        ),
+    let Some(sale) = ledger.sale(terminal, operator, reference) else {
+        return no_such_sale();
+    };
+    if Instant::now() < sale.ready_at {
+        axum::Json(
+            json!({"rc": 0, "items": [{"finalstatus": 2, "resultcode": "PENDING",
+            "resultmessage": "additional data not ready yet", "hasAdditionalData": true}]}),
+        )
+        .into_response()
+    } else {
+        axum::Json(sale.full.clone()).into_response()
     }
 }
 
