@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::harness::{TestEnv, next_outcomes, purchase};
+use crate::harness::{TestEnv, next_outcomes, purchase, scalar};
 use voucher_relay::command::Status;
 
 #[tokio::test]
@@ -132,11 +132,7 @@ async fn bad_inputs_are_rejected_kept_and_answered() {
     // Nothing reached the provider but the one good command, and rejections are recorded.
     assert_eq!(env.sandbox.stats().purchase_calls, 1);
     let db = env.db().await;
-    let n: i64 = db
-        .query_one("SELECT count(*) FROM rejections", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n: i64 = scalar(&db, "SELECT count(*) FROM rejections").await;
     assert_eq!(n as usize, cases.len());
     relay.stop().await;
     env.cleanup().await;

@@ -10,7 +10,7 @@ use voucher_relay::providers::csq::sandbox::{INITIAL_BALANCE_X100, SandboxOption
 use voucher_relay::ratelimit::ProviderLimit;
 use voucher_relay::store::Store;
 
-use crate::harness::{TestEnv, next_outcomes, purchase};
+use crate::harness::{TestEnv, next_outcomes, purchase, scalar};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -188,11 +188,7 @@ async fn rate_limit_is_global_across_processes() {
     let limit_a = ProviderLimit::new("csq-test", rate, 2, Some(a.pool.clone()));
     let limit_b = ProviderLimit::new("csq-test", rate, 2, Some(b.pool.clone()));
     let db = env.db().await;
-    let t0: f64 = db
-        .query_one("SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let t0: f64 = scalar(&db, "SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8").await;
     let n = 20;
     for i in 0..n {
         let limit = if i % 2 == 0 { &limit_a } else { &limit_b };
@@ -200,14 +196,11 @@ async fn rate_limit_is_global_across_processes() {
     }
     // Every reservation, from either process, took one interval of one shared timeline:
     // however the calls interleave, the next free slot is at least n intervals after t0.
-    let next_free: f64 = db
-        .query_one(
-            "SELECT EXTRACT(EPOCH FROM next_free)::float8 FROM rate_limits WHERE provider = 'csq-test'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let next_free: f64 = scalar(
+        &db,
+        "SELECT EXTRACT(EPOCH FROM next_free)::float8 FROM rate_limits WHERE provider = 'csq-test'",
+    )
+    .await;
     assert!(
         next_free - t0 >= f64::from(n) * 0.2 - 1e-6,
         "{n} slots at 5/s need 4 s; they span {:.3} s",

@@ -461,6 +461,14 @@ pub async fn next_outcomes(
     out
 }
 
+/// The one value a query returns (a count, a timestamp, a column of one row).
+pub async fn scalar<T: tokio_postgres::types::FromSqlOwned>(
+    db: &tokio_postgres::Client,
+    sql: &str,
+) -> T {
+    db.query_one(sql, &[]).await.unwrap().get(0)
+}
+
 /// A valid CSQ purchase.
 pub fn purchase(command_id: &str, operator: i32, callback: Option<&str>) -> Value {
     serde_json::json!({

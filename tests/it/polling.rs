@@ -6,7 +6,7 @@ use std::time::Duration;
 use voucher_relay::command::Status;
 use voucher_relay::providers::csq::sandbox::SandboxOptions;
 
-use crate::harness::{TestEnv, next_outcomes, purchase, try_next_outcome};
+use crate::harness::{TestEnv, next_outcomes, purchase, scalar, try_next_outcome};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -111,14 +111,11 @@ async fn additional_data_arrives_across_a_worker_restart() {
     // Wait until it is polling, then restart the worker.
     let db = env.db().await;
     for _ in 0..100 {
-        let n: i64 = db
-            .query_one(
-                "SELECT count(*) FROM transactions WHERE state = 'awaiting_data'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let n: i64 = scalar(
+            &db,
+            "SELECT count(*) FROM transactions WHERE state = 'awaiting_data'",
+        )
+        .await;
         if n == 1 {
             break;
         }
@@ -242,11 +239,7 @@ async fn killed_worker_loses_nothing_and_buys_nothing_twice() {
                 .await
                 .unwrap();
             let open: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-            let polls: i64 = db
-                .query_one("SELECT count(*) FROM polls", &[])
-                .await
-                .unwrap()
-                .get(0);
+            let polls: i64 = scalar(&db, "SELECT count(*) FROM polls").await;
             panic!(
                 "{} of {} answered; open: {open:?}; polls: {polls}",
                 distinct.len(),

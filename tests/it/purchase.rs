@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::harness::{TestEnv, next_outcomes, purchase};
+use crate::harness::{TestEnv, next_outcomes, purchase, scalar};
 use voucher_relay::command::Status;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -105,14 +105,11 @@ async fn purchase_goes_from_publish_to_signed_callback() {
     // The receiver has the callback a moment before the relay records it as delivered.
     let mut undelivered: i64 = -1;
     for _ in 0..100 {
-        undelivered = db
-            .query_one(
-                "SELECT count(*) FROM outbox WHERE delivered_at IS NULL",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        undelivered = scalar(
+            &db,
+            "SELECT count(*) FROM outbox WHERE delivered_at IS NULL",
+        )
+        .await;
         if undelivered == 0 {
             break;
         }
@@ -203,14 +200,11 @@ async fn failing_callbacks_are_retried_with_the_same_webhook_id() {
         "two 503s, then delivered"
     );
     let db = env.db().await;
-    let attempts: i32 = db
-        .query_one(
-            "SELECT attempts FROM outbox WHERE channel = 'callback'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let attempts: i32 = scalar(
+        &db,
+        "SELECT attempts FROM outbox WHERE channel = 'callback'",
+    )
+    .await;
     assert_eq!(attempts, 3);
     relay.stop().await;
     env.cleanup().await;

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::harness::{TestEnv, next_outcomes, purchase};
+use crate::harness::{TestEnv, next_outcomes, purchase, scalar};
 use voucher_relay::command::Status;
 
 #[tokio::test]
@@ -26,14 +26,11 @@ async fn restart_mid_batch_loses_nothing() {
     let mut got = next_outcomes(&mut replies, 10, Duration::from_secs(30)).await;
     relay.stop().await;
     let db = env.db().await;
-    let done_before: i64 = db
-        .query_one(
-            "SELECT count(*) FROM transactions WHERE state = 'completed'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let done_before: i64 = scalar(
+        &db,
+        "SELECT count(*) FROM transactions WHERE state = 'completed'",
+    )
+    .await;
     assert!(
         (done_before as usize) < n,
         "the restart must fall in the middle of the batch"
@@ -73,14 +70,11 @@ async fn restart_mid_batch_loses_nothing() {
         stats.purchase_calls as usize, n,
         "one provider call per command"
     );
-    let done: i64 = db
-        .query_one(
-            "SELECT count(*) FROM transactions WHERE state = 'completed'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let done: i64 = scalar(
+        &db,
+        "SELECT count(*) FROM transactions WHERE state = 'completed'",
+    )
+    .await;
     assert_eq!(done as usize, n);
     env.cleanup().await;
 }
