@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::providers::csq::{BalanceParams, ProductsParams, PurchaseParams};
+use crate::providers::electrum::{
+    LookupParams, LookupRedemptionParams, ProvisionParams, VoucherParams,
+};
 
 /// Largest accepted command body. Anything bigger is rejected unread.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -17,26 +20,30 @@ pub const MAX_ID_LEN: usize = 128;
 /// Longest accepted `callback_url`.
 pub const MAX_URL_LEN: usize = 2048;
 
-/// Kinds that move money or stock: an unknown answer to them is resolved, never resent.
-pub const FINANCIAL_KINDS: [&str; 1] = ["purchase"];
+/// Kinds that move money or stock: an unknown answer to them is resolved (CSQ: by query;
+/// Electrum: by reversal), never resent.
+pub const FINANCIAL_KINDS: [&str; 4] = ["purchase", "provision", "redeem", "refund"];
 
 /// The providers the relay knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Provider {
     Csq,
+    Electrum,
 }
 
 impl Provider {
     pub fn as_str(self) -> &'static str {
         match self {
             Provider::Csq => "csq",
+            Provider::Electrum => "electrum",
         }
     }
 
     fn parse(s: &str) -> Option<Provider> {
         match s {
             "csq" => Some(Provider::Csq),
+            "electrum" => Some(Provider::Electrum),
             _ => None,
         }
     }
@@ -57,6 +64,11 @@ pub enum Action {
     CsqPurchase(PurchaseParams),
     CsqProducts(ProductsParams),
     CsqBalance(BalanceParams),
+    ElectrumProvision(ProvisionParams),
+    ElectrumRedeem(VoucherParams),
+    ElectrumRefund(VoucherParams),
+    ElectrumLookup(LookupParams),
+    ElectrumLookupRedemption(LookupRedemptionParams),
 }
 
 impl Action {
@@ -65,6 +77,11 @@ impl Action {
             Action::CsqPurchase(_) => "purchase",
             Action::CsqProducts(_) => "products",
             Action::CsqBalance(_) => "balance",
+            Action::ElectrumProvision(_) => "provision",
+            Action::ElectrumRedeem(_) => "redeem",
+            Action::ElectrumRefund(_) => "refund",
+            Action::ElectrumLookup(_) => "lookup",
+            Action::ElectrumLookupRedemption(_) => "lookup_redemption",
         }
     }
 
@@ -73,6 +90,11 @@ impl Action {
             Action::CsqPurchase(_) | Action::CsqProducts(_) | Action::CsqBalance(_) => {
                 Provider::Csq
             }
+            Action::ElectrumProvision(_)
+            | Action::ElectrumRedeem(_)
+            | Action::ElectrumRefund(_)
+            | Action::ElectrumLookup(_)
+            | Action::ElectrumLookupRedemption(_) => Provider::Electrum,
         }
     }
 
@@ -361,6 +383,21 @@ pub fn parse(routing_key: &str, body: &[u8]) -> Result<Command, Box<Rejection>> 
         (Provider::Csq, "balance") => {
             Action::CsqBalance(BalanceParams::from_params(&params).map_err(fail)?)
         }
+        (Provider::Electrum, "provision") => {
+            Action::ElectrumProvision(ProvisionParams::from_params(&params).map_err(fail)?)
+        }
+        (Provider::Electrum, "redeem") => {
+            Action::ElectrumRedeem(VoucherParams::from_params(&params).map_err(fail)?)
+        }
+        (Provider::Electrum, "refund") => {
+            Action::ElectrumRefund(VoucherParams::from_params(&params).map_err(fail)?)
+        }
+        (Provider::Electrum, "lookup") => {
+            Action::ElectrumLookup(LookupParams::from_params(&params).map_err(fail)?)
+        }
+        (Provider::Electrum, "lookup_redemption") => Action::ElectrumLookupRedemption(
+            LookupRedemptionParams::from_params(&params).map_err(fail)?,
+        ),
         _ => return Err(fail(RejectReason::UnknownKind(kind.to_string()))),
     };
     Ok(Command {

@@ -157,6 +157,88 @@ pub struct DelayTier {
 #[serde(deny_unknown_fields)]
 pub struct ProvidersConfig {
     pub csq: ProviderConfig,
+    pub electrum: ElectrumConfig,
+}
+
+/// How a provider hears that an operation completed (`electrum-voucher-redemption-flows.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Messaging {
+    /// Every provision, redemption and refund is followed by a confirmation advice, repeated
+    /// until final (store-and-forward).
+    Dual,
+    /// The request alone completes it; only reversals are sent.
+    Single,
+}
+
+/// The Electrum single-use voucher (SUV) adapter.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ElectrumConfig {
+    /// Up to and including the `/suv/v1` base path.
+    pub base_url: String,
+    pub queue: String,
+    /// Where advices (confirmations, reversals) wait for their next attempt.
+    pub advice_queue: String,
+    /// Where an advice goes when its retry budget is spent, for operators to replay.
+    pub parked_queue: String,
+    /// Sent as `client.id` and as the HTTP Basic user name.
+    pub client_id: String,
+    pub client_name: String,
+    /// Name of the environment variable holding the HTTP Basic password.
+    pub password_env: String,
+    pub connect_timeout_ms: u64,
+    pub request_timeout_ms: u64,
+    pub rate_per_sec: u32,
+    pub concurrency: usize,
+    #[serde(default = "default_max_processes")]
+    pub max_processes: u32,
+    #[serde(default = "default_lease_margin_ms")]
+    pub lease_margin_ms: u64,
+    /// The messaging of provision, redeem and refund unless overridden below.
+    pub messaging: Messaging,
+    /// Per-operation overrides: `provision`, `redeem`, `refund`.
+    #[serde(default)]
+    pub messaging_by_operation: BTreeMap<String, Messaging>,
+    /// How long an advice is repeated before it is parked (48 h).
+    pub advice_budget_ms: u64,
+    /// Backoff of advice retries: the first wait, doubling up to the cap, each with jitter.
+    pub advice_backoff_base_ms: u64,
+    pub advice_backoff_cap_ms: u64,
+    /// How long `lookup_redemption` asks again while the provider is still processing.
+    pub processing_deadline_ms: u64,
+}
+
+impl ElectrumConfig {
+    /// The messaging of `operation` (`provision`, `redeem` or `refund`).
+    pub fn messaging_of(&self, operation: &str) -> Messaging {
+        self.messaging_by_operation
+            .get(operation)
+            .copied()
+            .unwrap_or(self.messaging)
+    }
+
+    pub fn limits(&self) -> HttpLimits {
+        HttpLimits {
+            base_url: self.base_url.clone(),
+            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            rate_per_sec: self.rate_per_sec,
+            max_processes: self.max_processes,
+            concurrency: self.concurrency,
+        }
+    }
+}
+
+/// What the shared HTTP path needs of any provider's settings.
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    pub base_url: String,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub rate_per_sec: u32,
+    pub max_processes: u32,
+    pub concurrency: usize,
 }
 
 /// Settings shared by every provider adapter: where it is, how to authenticate, and how hard
@@ -221,6 +303,17 @@ impl ProviderConfig {
         Duration::from_millis(self.connect_timeout_ms)
     }
 
+    pub fn limits(&self) -> HttpLimits {
+        HttpLimits {
+            base_url: self.base_url.clone(),
+            connect_timeout: self.connect_timeout(),
+            request_timeout: self.request_timeout(),
+            rate_per_sec: self.rate_per_sec,
+            max_processes: self.max_processes,
+            concurrency: self.concurrency,
+        }
+    }
+
     /// How long a sale of `operator` waits for its additional data.
     pub fn additional_data_deadline(&self, operator: Option<i64>) -> Duration {
         let ms = operator
@@ -239,6 +332,8 @@ impl ProviderConfig {
 pub struct SandboxConfig {
     #[serde(default)]
     pub csq: Option<SandboxListen>,
+    #[serde(default)]
+    pub electrum: Option<SandboxListen>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -397,6 +492,15 @@ impl Config {
             ("broker.unrouted_queue", &self.broker.unrouted_queue),
             ("providers.csq.queue", &self.providers.csq.queue),
             ("providers.csq.poll_queue", &self.providers.csq.poll_queue),
+            ("providers.electrum.queue", &self.providers.electrum.queue),
+            (
+                "providers.electrum.advice_queue",
+                &self.providers.electrum.advice_queue,
+            ),
+            (
+                "providers.electrum.parked_queue",
+                &self.providers.electrum.parked_queue,
+            ),
         ] {
             if !queues.contains(&queue.as_str()) {
                 return Err(ConfigError::invalid(
@@ -413,23 +517,32 @@ impl Config {
                 ));
             }
         }
-        let csq = &self.providers.csq;
-        if !csq.base_url.starts_with("http://") && !csq.base_url.starts_with("https://") {
+        check_limits("providers.csq", &self.providers.csq.limits())?;
+        let electrum = &self.providers.electrum;
+        check_limits("providers.electrum", &electrum.limits())?;
+        if electrum.client_id.is_empty() {
             return Err(ConfigError::invalid(
-                "providers.csq.base_url",
-                "must be an http(s) URL",
+                "providers.electrum.client_id",
+                "must not be empty",
             ));
         }
-        if csq.rate_per_sec == 0 || csq.concurrency == 0 {
+        if let Some(op) = electrum
+            .messaging_by_operation
+            .keys()
+            .find(|k| !["provision", "redeem", "refund"].contains(&k.as_str()))
+        {
             return Err(ConfigError::invalid(
-                "providers.csq.rate_per_sec / concurrency",
-                "must be at least 1",
+                "providers.electrum.messaging_by_operation",
+                format!("{op:?} is not provision, redeem or refund"),
             ));
         }
-        if csq.request_timeout_ms == 0 || csq.connect_timeout_ms == 0 {
+        if electrum.advice_backoff_base_ms == 0
+            || electrum.advice_backoff_cap_ms < electrum.advice_backoff_base_ms
+            || electrum.advice_budget_ms == 0
+        {
             return Err(ConfigError::invalid(
-                "providers.csq.*_timeout_ms",
-                "must be positive",
+                "providers.electrum.advice_*",
+                "need 0 < advice_backoff_base_ms <= advice_backoff_cap_ms and a positive budget",
             ));
         }
         Ok(())
@@ -448,6 +561,29 @@ impl Config {
     pub fn name(&self, logical: &str) -> String {
         self.broker.name(logical)
     }
+}
+
+/// The checks every provider's HTTP settings pass.
+fn check_limits(key: &str, l: &HttpLimits) -> Result<(), ConfigError> {
+    if !l.base_url.starts_with("http://") && !l.base_url.starts_with("https://") {
+        return Err(ConfigError::invalid(
+            format!("{key}.base_url"),
+            "must be an http(s) URL",
+        ));
+    }
+    if l.rate_per_sec == 0 || l.concurrency == 0 {
+        return Err(ConfigError::invalid(
+            format!("{key}.rate_per_sec / concurrency"),
+            "must be at least 1",
+        ));
+    }
+    if l.request_timeout.is_zero() || l.connect_timeout.is_zero() {
+        return Err(ConfigError::invalid(
+            format!("{key}.*_timeout_ms"),
+            "must be positive",
+        ));
+    }
+    Ok(())
 }
 
 fn read_secrets(config: &Config, env: &dyn Env) -> Result<Secrets, ConfigError> {
@@ -470,10 +606,15 @@ fn read_secrets(config: &Config, env: &dyn Env) -> Result<Secrets, ConfigError> 
 
     let mut provider_credentials = BTreeMap::new();
     let csq = &config.providers.csq;
-    for name in [&csq.user_env, &csq.password_env] {
+    let electrum = &config.providers.electrum;
+    for (section, name) in [
+        ("csq", &csq.user_env),
+        ("csq", &csq.password_env),
+        ("electrum", &electrum.password_env),
+    ] {
         let value = env.get(name).ok_or_else(|| ConfigError::MissingEnv {
             name: name.clone(),
-            hint: " (named by [providers.csq] in the config file)".into(),
+            hint: format!(" (named by [providers.{section}] in the config file)"),
         })?;
         provider_credentials.insert(name.clone(), value);
     }
@@ -505,6 +646,7 @@ mod tests {
             ),
             ("CSQ_USER", "relay"),
             ("CSQ_PASSWORD", "secret"),
+            ("ELECTRUM_PASSWORD", "secret"),
             ("AMQP_URL", "amqp://u:p@example:5672/%2f"),
         ])
     }

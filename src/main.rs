@@ -180,18 +180,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 /// Pings each provider and prints one line per provider.
 async fn providers_check(config: &Config) -> anyhow::Result<()> {
     let csq = voucher_relay::providers::csq::CsqClient::new(config, None)?;
-    let (answer, exchange) = csq.ping().await;
-    let latency = exchange.latency.as_millis();
-    match answer {
-        Ok(_) => {
-            println!("csq       ok      {latency} ms  {}", exchange.url);
-            Ok(())
-        }
-        Err(e) => {
-            println!("csq       FAILED  {latency} ms  {}: {e}", exchange.url);
-            anyhow::bail!("a provider did not answer its ping")
+    let electrum = voucher_relay::providers::electrum::ElectrumClient::new(config, None)?;
+    let (csq_answer, csq_exchange) = csq.ping().await;
+    let (electrum_answer, electrum_exchange) = electrum.ping().await;
+    let mut failed = false;
+    for (name, ok, exchange) in [
+        ("csq", csq_answer.map(|_| ()), csq_exchange),
+        ("electrum", electrum_answer, electrum_exchange),
+    ] {
+        let latency = exchange.latency.as_millis();
+        match ok {
+            Ok(()) => println!("{name:<9} ok      {latency} ms  {}", exchange.url),
+            Err(e) => {
+                failed = true;
+                println!("{name:<9} FAILED  {latency} ms  {}: {e}", exchange.url);
+            }
         }
     }
+    if failed {
+        anyhow::bail!("a provider did not answer its ping")
+    }
+    Ok(())
 }
 
 /// Resolves on SIGINT or SIGTERM.

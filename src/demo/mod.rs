@@ -1,8 +1,10 @@
 //! `voucher-relay demo`: the whole path in one process. `bench` measures it.
 //!
-//! Starts the CSQ sandbox, a callback receiver that verifies every signature, and the
-//! relay's workers; publishes a mixed batch (successes, declines, one duplicate and a few
-//! malformed commands) through RabbitMQ; and prints a table of outcomes by status. It uses
+//! Starts the CSQ and Electrum sandboxes, a callback receiver that verifies every signature,
+//! and the relay's workers; publishes a mixed CSQ batch (successes, declines, one duplicate
+//! and a few malformed commands) through RabbitMQ and prints a table of outcomes by status;
+//! then runs an Electrum voucher through provision, a redemption that times out and is
+//! reversed through store-and-forward, a second redemption and a refund. It uses
 //! the `demo.` name prefix on the broker so it never mixes with a relay already running.
 
 pub mod bench;
@@ -69,6 +71,10 @@ pub async fn run(config_path: &Path, total: usize) -> anyhow::Result<()> {
     let rig = Rig::start(config_path, &env, "demo.", options, |c| {
         c.providers.csq.request_timeout_ms = 2000;
         c.providers.csq.resolve_deadline_ms = 5000;
+        // The Electrum sandbox holds a faulted answer for a minute: give up after 2 s and
+        // reverse. Advices repeat after 0.5 s doubling, so the demo's reversal ends quickly.
+        c.providers.electrum.request_timeout_ms = 2000;
+        c.providers.electrum.advice_backoff_base_ms = 500;
     })
     .await?;
     let config = rig.config.clone();
@@ -166,6 +172,8 @@ pub async fn run(config_path: &Path, total: usize) -> anyhow::Result<()> {
     let elapsed = started.elapsed();
 
     let stats = rig.csq.stats();
+    println!();
+    let electrum_problems = electrum_scene(&mut rig, &source).await;
     rig.stop().await;
     hook_task.abort();
 
@@ -199,7 +207,144 @@ pub async fn run(config_path: &Path, total: usize) -> anyhow::Result<()> {
         stats,
         elapsed,
         replies_done,
+        electrum_problems,
     )
+}
+
+/// The Electrum part of the demo, in order, because each step needs the one before: a
+/// voucher is provisioned and confirmed, a redemption times out after the sandbox applied it,
+/// its reversal is refused with 503 three times and then accepted (`reversed`), and the
+/// voucher is redeemed again and refunded. Returns what did not go as expected.
+async fn electrum_scene(rig: &mut Rig, source: &str) -> Vec<String> {
+    use crate::providers::electrum::sandbox::{Fault, Operation};
+    let originator = json!({
+        "institution": {"id": "11111111", "name": "Buy Stuff Shop"},
+        "terminalId": "term0001",
+        "merchant": {"merchantType": "4444", "merchantId": "merchant1234567",
+            "merchantName": {"name": "Buy Stuff Shop", "city": "Cape Town", "region": "WP", "country": "ZA"}}
+    });
+    let mut problems = Vec::new();
+    println!("Electrum SUV (dual messaging, store-and-forward):");
+    let provision = json!({"originator": originator, "amount_minor": 5000, "currency": "710"});
+    let code = match electrum_ask(rig, source, "provision", "e-provision", provision).await {
+        Ok(o) if o.status == Status::Succeeded => o
+            .result
+            .and_then(|r| r["voucher"]["code"].as_str().map(str::to_string))
+            .unwrap_or_default(),
+        other => {
+            problems.push(format!("provision: {}", describe(&other)));
+            return problems;
+        }
+    };
+    println!(
+        "  provision.electrum   -> succeeded, voucher {}",
+        crate::mask::mask_str(&code)
+    );
+    // Let the confirmation land before the holder redeems.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    rig.electrum
+        .inject(Operation::Redeem, Fault::TimeoutAfterEffect, 1);
+    rig.electrum
+        .inject(Operation::RedeemReversal, Fault::ErrorBeforeEffect(503), 3);
+    let voucher = json!({"originator": originator, "voucher_code": code});
+    let started = Instant::now();
+    let steps = [
+        (
+            "redeem",
+            "e-redeem-timeout",
+            Status::Reversed,
+            "timed out after the sandbox applied it; reversal refused 3 x 503, then accepted",
+        ),
+        (
+            "redeem",
+            "e-redeem-again",
+            Status::Succeeded,
+            "the reversed voucher is redeemable again",
+        ),
+        (
+            "refund",
+            "e-refund",
+            Status::Succeeded,
+            "refund of the confirmed redemption",
+        ),
+        (
+            "redeem",
+            "e-redeem-after-refund",
+            Status::Succeeded,
+            "a refunded voucher is redeemable again",
+        ),
+    ];
+    for (kind, id, expected, what) in steps {
+        match electrum_ask(rig, source, kind, id, voucher.clone()).await {
+            Ok(o) if o.status == expected => {
+                println!(
+                    "  {:<20} -> {:<9} after {:.1} s: {what}",
+                    format!("{kind}.electrum"),
+                    o.status.as_str(),
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            other => problems.push(format!(
+                "{id}: expected {}, {}",
+                expected.as_str(),
+                describe(&other)
+            )),
+        }
+        // Each confirmation lands before the next step uses the voucher.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    problems
+}
+
+fn describe(o: &anyhow::Result<Outcome>) -> String {
+    match o {
+        Ok(o) => format!(
+            "got {} {:?}",
+            o.status.as_str(),
+            o.error.as_ref().map(|e| &e.code)
+        ),
+        Err(e) => format!("got no outcome: {e}"),
+    }
+}
+
+/// Publishes one Electrum command and waits for its reply.
+async fn electrum_ask(
+    rig: &mut Rig,
+    source: &str,
+    kind: &str,
+    id: &str,
+    params: Value,
+) -> anyhow::Result<Outcome> {
+    let config = &rig.config;
+    let body = json!({"command_id": id, "source": source, "kind": kind, "provider": "electrum", "params": params});
+    let publisher = Publisher::connect(&config.broker.url).await?;
+    let props = json_properties()
+        .with_reply_to(rig.replies.name.as_str().into())
+        .with_correlation_id(id.into());
+    publisher
+        .publish(
+            &config.name(&config.broker.commands_exchange),
+            &format!("{kind}.electrum"),
+            &serde_json::to_vec(&body)?,
+            props,
+        )
+        .await?;
+    publisher.close().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let Ok(Some(d)) = tokio::time::timeout_at(deadline, rig.replies.next()).await else {
+            anyhow::bail!("no reply within 60 s");
+        };
+        d.ack(BasicAckOptions::default()).await?;
+        let correlation = d
+            .properties
+            .correlation_id()
+            .as_ref()
+            .map(|c| c.to_string());
+        if correlation.as_deref() == Some(id) {
+            return Ok(serde_json::from_slice(&d.data)?);
+        }
+    }
 }
 
 async fn receive(
@@ -439,6 +584,7 @@ fn report(
     csq: crate::providers::csq::sandbox::Stats,
     elapsed: Duration,
     replies_done: Duration,
+    electrum_problems: Vec<String>,
 ) -> anyhow::Result<()> {
     let statuses = [
         Status::Succeeded,
@@ -530,6 +676,7 @@ fn report(
         elapsed.as_secs_f64()
     );
     let mut failures = wrong;
+    failures.extend(electrum_problems);
     if multi > 0 {
         failures.push(format!(
             "{multi} commands got more than one terminal outcome"

@@ -1,4 +1,4 @@
-//! What the demo and the bench both stand up: the CSQ sandbox on a free port, the relay's
+//! What the demo and the bench both stand up: the CSQ and Electrum sandboxes on free ports, the relay's
 //! workers under their own name prefix, and a private reply queue.
 
 use std::collections::BTreeMap;
@@ -12,6 +12,7 @@ use crate::broker::reply::ReplyQueue;
 use crate::broker::{self, topology};
 use crate::config::{Config, Env, ProcessEnv};
 use crate::providers::csq::sandbox::{CsqSandbox, SandboxOptions};
+use crate::providers::electrum::sandbox::{self as electrum_sandbox, ElectrumSandbox};
 use crate::workers::Relay;
 use crate::{sandbox, store};
 
@@ -38,6 +39,10 @@ impl DemoEnv {
                     "CSQ_PASSWORD".to_string(),
                     sandbox::DEFAULT_CSQ_PASSWORD.to_string(),
                 ),
+                (
+                    "ELECTRUM_PASSWORD".to_string(),
+                    sandbox::DEFAULT_ELECTRUM_PASSWORD.to_string(),
+                ),
             ]),
         }
     }
@@ -61,10 +66,11 @@ impl Env for DemoEnv {
 pub struct Rig {
     pub config: Config,
     pub csq: CsqSandbox,
+    pub electrum: ElectrumSandbox,
     pub relay: Relay,
     pub replies: ReplyQueue,
     conn: Connection,
-    csq_task: JoinHandle<std::io::Result<()>>,
+    sandbox_tasks: [JoinHandle<std::io::Result<()>>; 2],
 }
 
 impl Rig {
@@ -87,6 +93,10 @@ impl Rig {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         config.providers.csq.base_url = format!("http://{}", listener.local_addr()?);
         let csq_task = tokio::spawn(csq.clone().serve(listener));
+        let electrum = ElectrumSandbox::new(electrum_sandbox::SandboxOptions::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        config.providers.electrum.base_url = format!("http://{}/suv/v1", listener.local_addr()?);
+        let electrum_task = tokio::spawn(electrum.clone().serve(listener));
 
         let conn = broker::connect(&config.broker.url, "voucher-relay demo").await?;
         if topology::apply(&conn, &config, topology::Mode::Check)
@@ -100,10 +110,11 @@ impl Rig {
         Ok(Rig {
             config,
             csq,
+            electrum,
             relay,
             replies,
             conn,
-            csq_task,
+            sandbox_tasks: [csq_task, electrum_task],
         })
     }
 
@@ -111,7 +122,9 @@ impl Rig {
     pub async fn stop(self) {
         self.relay.stop().await;
         let _ = self.conn.close(200, "done".into()).await;
-        self.csq_task.abort();
+        for task in &self.sandbox_tasks {
+            task.abort();
+        }
     }
 }
 

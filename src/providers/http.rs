@@ -11,7 +11,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
-use crate::config::ProviderConfig;
+use crate::config::HttpLimits;
 use crate::mask::mask_json;
 use crate::ratelimit::ProviderLimit;
 
@@ -61,12 +61,12 @@ impl ProviderHttp {
     /// across processes (see [`crate::ratelimit`]); without, it holds per process.
     pub fn new(
         name: &'static str,
-        cfg: &ProviderConfig,
+        cfg: &HttpLimits,
         pool: Option<deadpool_postgres::Pool>,
     ) -> anyhow::Result<ProviderHttp> {
         let client = reqwest::Client::builder()
-            .connect_timeout(cfg.connect_timeout())
-            .timeout(cfg.request_timeout())
+            .connect_timeout(cfg.connect_timeout)
+            .timeout(cfg.request_timeout)
             .user_agent(concat!("voucher-relay/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(ProviderHttp {
@@ -94,10 +94,32 @@ impl ProviderHttp {
         headers: &[(&'static str, String)],
         body: Option<&Value>,
     ) -> (Result<Value, CallError>, Exchange) {
+        self.send_with_query(operation, method, path, &[], headers, body)
+            .await
+    }
+
+    /// [`send`](Self::send) with query parameters, which are encoded by the client and
+    /// recorded masked beside the URL, never inside it (they may be voucher codes).
+    pub async fn send_with_query(
+        &self,
+        operation: &'static str,
+        method: Method,
+        path: &str,
+        query: &[(&'static str, String)],
+        headers: &[(&'static str, String)],
+        body: Option<&Value>,
+    ) -> (Result<Value, CallError>, Exchange) {
         let url = format!("{}{}", self.base_url, path);
         let mut recorded = serde_json::Map::new();
         for (name, _) in headers {
             recorded.insert((*name).to_string(), Value::String("****".into()));
+        }
+        if !query.is_empty() {
+            let pairs: serde_json::Map<String, Value> = query
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), Value::String(v.clone())))
+                .collect();
+            recorded.insert("query".into(), mask_json(&Value::Object(pairs)));
         }
         if let Some(b) = body {
             recorded.insert("body".into(), mask_json(b));
@@ -122,7 +144,18 @@ impl ProviderHttp {
         };
         self.limit.wait_turn().await;
 
-        let mut request = self.client.request(method, &url);
+        let mut target = match reqwest::Url::parse(&url) {
+            Ok(u) => u,
+            Err(e) => {
+                let err = CallError::NotSent(format!("bad URL: {e}"));
+                exchange.error = Some(err.to_string());
+                return (Err(err), exchange);
+            }
+        };
+        if !query.is_empty() {
+            target.query_pairs_mut().extend_pairs(query);
+        }
+        let mut request = self.client.request(method, target);
         for (name, value) in headers {
             request = request.header(*name, value);
         }

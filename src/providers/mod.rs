@@ -3,6 +3,7 @@
 //! rate limits, timeouts, exchange records and error classification.
 
 pub mod csq;
+pub mod electrum;
 pub mod http;
 pub mod step;
 

@@ -18,6 +18,9 @@ pub enum Step {
     Unknown(String),
     /// Nothing was applied: sending again later is safe.
     Retry(String),
+    /// The provider is still working on it (Electrum's 102 on a lookup): ask again later,
+    /// until a deadline.
+    Processing(String),
     /// Sold; the additional data comes later. Carries what the sale returned.
     AwaitData(Value),
     /// A raffle ticket; its result comes after the draw, `draw_in` from now.

@@ -1,5 +1,6 @@
 //! PostgreSQL: the source of truth. Pool, migrations, and one file per table group.
 
+pub mod advices;
 pub mod outbox;
 pub mod polls;
 pub mod transactions;

@@ -12,6 +12,7 @@ use tokio_postgres::Transaction;
 use uuid::Uuid;
 
 use super::Store;
+use super::advices::{self, NewAdvice};
 use super::outbox::{self, Channel};
 use super::polls::{self, PollPlan};
 use crate::command::{Command, Outcome, Rejection};
@@ -31,6 +32,9 @@ pub enum TxState {
     AwaitingData,
     /// A raffle ticket was sold; a `finished` poll waits for the draw's result.
     AwaitingDraw,
+    /// The outcome was unknown; a reversal advice is repeated until final, and its answer
+    /// makes the outcome.
+    Reversing,
     /// A terminal outcome is stored.
     Completed,
 }
@@ -43,6 +47,7 @@ impl TxState {
             TxState::Unknown => "unknown",
             TxState::AwaitingData => "awaiting_data",
             TxState::AwaitingDraw => "awaiting_draw",
+            TxState::Reversing => "reversing",
             TxState::Completed => "completed",
         }
     }
@@ -54,6 +59,7 @@ impl TxState {
             "unknown" => TxState::Unknown,
             "awaiting_data" => TxState::AwaitingData,
             "awaiting_draw" => TxState::AwaitingDraw,
+            "reversing" => TxState::Reversing,
             "completed" => TxState::Completed,
             other => return Err(RelayError::Corrupt(format!("transaction state {other:?}"))),
         })
@@ -75,6 +81,8 @@ impl TxState {
                 | (Unknown, AwaitingDraw)
                 | (AwaitingData, Completed)
                 | (AwaitingDraw, Completed)
+                | (Sending, Reversing)
+                | (Reversing, Completed)
         )
     }
 }
@@ -239,6 +247,53 @@ async fn queue_for_waiting(
     Ok(())
 }
 
+/// A financial request whose worker died while sending may have been applied. CSQ resolves
+/// it by query (`unknown` with a resolve poll); Electrum's rule is to reverse it
+/// (`reversing` with a reversal advice). Returns the new state.
+async fn lost_worker(
+    tx: &Transaction<'_>,
+    id: Uuid,
+    provider: &str,
+    kind: &str,
+    resolve: &PollPlan,
+    reversal_budget: Duration,
+) -> Result<TxState> {
+    let detail = "lease expired; the worker is gone";
+    if provider == "electrum" {
+        transition(
+            tx,
+            id,
+            TxState::Sending,
+            TxState::Reversing,
+            json!({"reason": detail}),
+        )
+        .await?;
+        let advice = NewAdvice {
+            provider,
+            operation: kind,
+            kind: advices::REVERSAL,
+            request_id: id,
+            reversal_reason: Some("TIMEOUT"),
+            detail: Some(detail),
+            tender: None,
+            budget: reversal_budget,
+        };
+        advices::insert(tx, id, &advice).await?;
+        Ok(TxState::Reversing)
+    } else {
+        transition(
+            tx,
+            id,
+            TxState::Sending,
+            TxState::Unknown,
+            json!({"reason": detail}),
+        )
+        .await?;
+        polls::schedule(tx, id, resolve).await?;
+        Ok(TxState::Unknown)
+    }
+}
+
 impl Store {
     /// Records a command idempotently and registers who wants its outcome. One database
     /// transaction; the AMQP message may be acked once this returns (except for `Busy`).
@@ -251,6 +306,7 @@ impl Store {
         params_masked: &Value,
         target: &ReplyTarget,
         resolve: &PollPlan,
+        reversal_budget: Duration,
     ) -> Result<Intake> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
@@ -262,6 +318,7 @@ impl Store {
                 (Some(p.terminal_id), Some(p.operator_id), false)
             }
             crate::command::Action::CsqBalance(p) => (Some(p.terminal_id), None, false),
+            _ => (None, None, false),
         };
         let new_id = Uuid::now_v7();
         let inserted = tx
@@ -320,16 +377,17 @@ impl Store {
             TxState::Sending if cmd.action.has_financial_effect() => {
                 // The worker that held the lease is gone and may have sent the request.
                 add_target(&tx, r.id, target).await?;
-                transition(
+                let provider = cmd.action.provider().as_str();
+                let to = lost_worker(
                     &tx,
                     r.id,
-                    TxState::Sending,
-                    TxState::Unknown,
-                    json!({"reason": "lease expired while sending"}),
+                    provider,
+                    cmd.action.kind(),
+                    resolve,
+                    reversal_budget,
                 )
                 .await?;
-                polls::schedule(&tx, r.id, resolve).await?;
-                Intake::Pending(r, TxState::Unknown)
+                Intake::Pending(r, to)
             }
             TxState::Sending => {
                 // A read whose worker is gone: asking again changes nothing at the provider.
@@ -347,7 +405,8 @@ impl Store {
             TxState::Received
             | TxState::Unknown
             | TxState::AwaitingData
-            | TxState::AwaitingDraw => {
+            | TxState::AwaitingDraw
+            | TxState::Reversing => {
                 add_target(&tx, r.id, target).await?;
                 Intake::Pending(r, state)
             }
@@ -476,12 +535,43 @@ impl Store {
     /// that deliver it: the event, and a reply and callback for every waiting target.
     /// False if the transaction was not in `from` (someone else finished it).
     pub async fn complete(&self, id: Uuid, from: TxState, outcome: &Outcome) -> Result<bool> {
-        let sealed = self.seal_outcome(outcome);
+        self.complete_with_advice(id, from, outcome, None).await
+    }
+
+    /// [`complete`](Self::complete), and in the same database transaction records the
+    /// advice that must follow (a dual-messaging confirmation). Returns whether the outcome
+    /// was stored; the advice is recorded only with it.
+    pub async fn complete_with_advice(
+        &self,
+        id: Uuid,
+        from: TxState,
+        outcome: &Outcome,
+        advice: Option<&NewAdvice<'_>>,
+    ) -> Result<bool> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
+        if !self.complete_in(&tx, id, from, outcome).await? {
+            return Ok(false);
+        }
+        if let Some(a) = advice {
+            advices::insert(&tx, id, a).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// The terminal outcome inside the caller's database transaction.
+    pub(crate) async fn complete_in(
+        &self,
+        tx: &Transaction<'_>,
+        id: Uuid,
+        from: TxState,
+        outcome: &Outcome,
+    ) -> Result<bool> {
         if !from.allows(TxState::Completed) {
             return Ok(false);
         }
+        let sealed = self.seal_outcome(outcome);
         let n = tx
             .execute(
                 "UPDATE transactions SET state = 'completed', status = $3, event_id = $4,
@@ -494,7 +584,7 @@ impl Store {
             return Ok(false);
         }
         audit(
-            &tx,
+            tx,
             id,
             Some(from),
             TxState::Completed,
@@ -504,9 +594,33 @@ impl Store {
         // The transaction is finished: nothing may poll it again.
         tx.execute("DELETE FROM polls WHERE transaction_id = $1", &[&id])
             .await?;
-        queue_for_waiting(&tx, id, &sealed, outcome, true).await?;
-        tx.commit().await?;
+        queue_for_waiting(tx, id, &sealed, outcome, true).await?;
         Ok(true)
+    }
+
+    /// `from -> reversing`: the outcome is unknown, so a reversal advice is recorded in the
+    /// same database transaction. False if the transaction was not in `from`.
+    pub async fn start_reversal(
+        &self,
+        id: Uuid,
+        from: TxState,
+        advice: &NewAdvice<'_>,
+    ) -> Result<bool> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let moved = transition(
+            &tx,
+            id,
+            from,
+            TxState::Reversing,
+            json!({"reason": advice.detail, "reversal_reason": advice.reversal_reason}),
+        )
+        .await?;
+        if moved {
+            advices::insert(&tx, id, advice).await?;
+        }
+        tx.commit().await?;
+        Ok(moved)
     }
 
     /// Records a refused command and queues its `rejected` outcome, in one transaction.
@@ -588,13 +702,19 @@ impl Store {
     /// Transactions whose worker died while sending and whose message will not come back
     /// (it went to the dead-letter queue): a purchase becomes `unknown` with a resolve poll;
     /// a read ends `failed` (`interrupted`), since asking again needs the command again.
-    /// Returns the purchases moved, for their wake-ups.
-    pub async fn expire_leases(&self, grace: Duration, resolve: &PollPlan) -> Result<Vec<Uuid>> {
+    /// An Electrum operation is reversed instead. Returns the transactions moved, with their
+    /// provider and new state, for their wake-ups.
+    pub async fn expire_leases(
+        &self,
+        grace: Duration,
+        resolve: &PollPlan,
+        reversal_budget: Duration,
+    ) -> Result<Vec<(Uuid, String, TxState)>> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let rows = tx
             .query(
-                "SELECT id, kind FROM transactions
+                "SELECT id, kind, provider FROM transactions
                  WHERE state = 'sending' AND lease_until < now() - make_interval(secs => $1)
                  ORDER BY lease_until LIMIT 100 FOR UPDATE SKIP LOCKED",
                 &[&grace.as_secs_f64()],
@@ -605,17 +725,10 @@ impl Store {
         for row in rows {
             let id: Uuid = row.get(0);
             let kind: String = row.get(1);
+            let provider: String = row.get(2);
             if crate::command::FINANCIAL_KINDS.contains(&kind.as_str()) {
-                transition(
-                    &tx,
-                    id,
-                    TxState::Sending,
-                    TxState::Unknown,
-                    json!({"reason": "lease expired; the worker is gone"}),
-                )
-                .await?;
-                polls::schedule(&tx, id, resolve).await?;
-                moved.push(id);
+                let to = lost_worker(&tx, id, &provider, &kind, resolve, reversal_budget).await?;
+                moved.push((id, provider, to));
             } else {
                 reads.push(id);
             }

@@ -23,15 +23,17 @@ use lapin::options::{BasicAckOptions, BasicNackOptions};
 use serde_json::Value;
 use tracing::Instrument;
 
-use super::poller;
 use super::relay::Shared;
 use super::retry::until_done;
+use super::{advice, poller};
 use crate::broker::publisher::with_header;
 use crate::command::{self, Action, Command, OutcomeError, Status};
 use crate::error::{ErrorClass, RelayError};
 use crate::mask::mask_json;
 use crate::providers::Step;
 use crate::providers::csq::flows;
+use crate::providers::electrum::{Operation, mapping};
+use crate::store::advices::{self, NewAdvice};
 use crate::store::polls::{PollPlan, Purpose};
 use crate::store::transactions::{Intake, ReplyTarget, TxRef, TxState};
 
@@ -106,8 +108,11 @@ async fn process(shared: &Shared, delivery: &Delivery) -> Result<(), RelayError>
     let target = reply_target(delivery, cmd.callback_url.as_deref());
     let masked = mask_json(&params_json(&cmd));
     let resolve = resolve_plan(shared);
+    let budget = reversal_budget(shared);
     let intake = until_done("intake", || {
-        shared.store.intake(&cmd, &masked, &target, &resolve)
+        shared
+            .store
+            .intake(&cmd, &masked, &target, &resolve, budget)
     })
     .await?;
     let (r, state) = match intake {
@@ -142,6 +147,9 @@ async fn process(shared: &Shared, delivery: &Delivery) -> Result<(), RelayError>
         }
         // Registered as a reply target; the running poll answers it.
         TxState::AwaitingData | TxState::AwaitingDraw => Ok(()),
+        // Registered as a reply target; the reversal's final answer makes the outcome. The
+        // wake-up is harmless if the advice is already under way.
+        TxState::Reversing => advice::kick(shared, r.id).await,
         // Intake never reports these as pending.
         TxState::Sending | TxState::Completed => Ok(()),
     }
@@ -211,12 +219,86 @@ pub fn resolve_plan(shared: &Shared) -> PollPlan {
     }
 }
 
+/// How long an advice is repeated before it is parked.
+pub fn reversal_budget(shared: &Shared) -> Duration {
+    Duration::from_millis(shared.config.providers.electrum.advice_budget_ms)
+}
+
 /// How long a worker owns a transaction it is sending: twice the request timeout plus a
 /// margin for the rate limiter. Only a redelivery (the owner's channel died) looks at it; a
-/// lease that runs out under a live owner costs a resolution poll, never a second purchase.
-pub fn lease(shared: &Shared) -> Duration {
-    let csq = &shared.config.providers.csq;
-    csq.request_timeout() * 2 + Duration::from_millis(csq.lease_margin_ms)
+/// lease that runs out under a live owner costs a resolution poll or a reversal, never a
+/// second purchase.
+pub fn lease(shared: &Shared, cmd: &Command) -> Duration {
+    let p = &shared.config.providers;
+    match cmd.action.provider() {
+        crate::command::Provider::Csq => {
+            p.csq.request_timeout() * 2 + Duration::from_millis(p.csq.lease_margin_ms)
+        }
+        crate::command::Provider::Electrum => {
+            Duration::from_millis(p.electrum.request_timeout_ms * 2 + p.electrum.lease_margin_ms)
+        }
+    }
+}
+
+/// Whether a lookup that keeps answering "still processing" has been asked long enough:
+/// the waits so far follow the delay tiers, one per attempt.
+fn processing_expired(shared: &Shared, attempt: i32) -> bool {
+    let waited: Duration = (1..attempt).map(|a| poller::wait_before(shared, a)).sum();
+    waited >= Duration::from_millis(shared.config.providers.electrum.processing_deadline_ms)
+}
+
+/// The confirmation that must follow a successful Electrum operation in dual messaging.
+fn confirmation<'a>(shared: &Shared, cmd: &'a Command, r: TxRef) -> Option<NewAdvice<'a>> {
+    let (operation, tender) = match &cmd.action {
+        Action::ElectrumProvision(p) => (
+            Operation::Provision,
+            p.tender.as_ref().map(
+                |t| serde_json::json!({"amount_minor": t.amount_minor, "currency": t.currency}),
+            ),
+        ),
+        Action::ElectrumRedeem(_) => (Operation::Redeem, None),
+        Action::ElectrumRefund(_) => (Operation::Refund, None),
+        _ => return None,
+    };
+    shared.electrum.is_dual(operation).then(|| NewAdvice {
+        provider: "electrum",
+        operation: operation.as_str(),
+        kind: advices::CONFIRMATION,
+        request_id: r.id,
+        reversal_reason: None,
+        detail: None,
+        tender,
+        budget: reversal_budget(shared),
+    })
+}
+
+/// Records the reversal of `request_id` (an unknown outcome) and wakes its sender. The
+/// command's outcome comes from the reversal's final answer.
+async fn reverse(
+    shared: &Shared,
+    id: uuid::Uuid,
+    operation: &str,
+    request_id: uuid::Uuid,
+    why: &str,
+) -> Result<(), RelayError> {
+    let reason = mapping::reversal_reason(why);
+    tracing::error!(reason = %why, reversal_reason = reason, "provider outcome unknown; reversing it (store-and-forward)");
+    metrics::counter!("voucher_unknown_outcomes_total", "provider" => "electrum").increment(1);
+    let advice = NewAdvice {
+        provider: "electrum",
+        operation,
+        kind: advices::REVERSAL,
+        request_id,
+        reversal_reason: Some(reason),
+        detail: Some(why),
+        tender: None,
+        budget: reversal_budget(shared),
+    };
+    until_done("start reversal", || {
+        shared.store.start_reversal(id, TxState::Sending, &advice)
+    })
+    .await?;
+    advice::kick(shared, id).await
 }
 
 async fn execute(
@@ -225,7 +307,8 @@ async fn execute(
     cmd: &Command,
     r: TxRef,
 ) -> Result<(), RelayError> {
-    let Some(attempt) = until_done("claim", || shared.store.claim(r.id, lease(shared))).await?
+    let Some(attempt) =
+        until_done("claim", || shared.store.claim(r.id, lease(shared, cmd))).await?
     else {
         tracing::info!("another worker claimed this command first");
         return Ok(());
@@ -242,6 +325,30 @@ async fn execute(
         }
         Action::CsqProducts(params) => flows::products(csq, params).await,
         Action::CsqBalance(params) => flows::balance(csq, params).await,
+        Action::ElectrumProvision(p) => {
+            let (answer, ex) = shared.electrum.provision(r.id, p).await;
+            (mapping::financial_step(answer, r.id), vec![ex])
+        }
+        Action::ElectrumRedeem(p) | Action::ElectrumRefund(p) => {
+            let op = if matches!(cmd.action, Action::ElectrumRedeem(_)) {
+                Operation::Redeem
+            } else {
+                Operation::Refund
+            };
+            let (answer, ex) = shared.electrum.voucher_operation(op, r.id, p).await;
+            (mapping::financial_step(answer, r.id), vec![ex])
+        }
+        Action::ElectrumLookup(p) => {
+            let (answer, ex) = shared.electrum.lookup_voucher(p).await;
+            (mapping::lookup_step(answer), vec![ex])
+        }
+        Action::ElectrumLookupRedemption(p) => {
+            let (answer, ex) = shared.electrum.lookup_redemption(p.request_id).await;
+            (
+                mapping::lookup_redemption_step(answer, p.request_id),
+                vec![ex],
+            )
+        }
     };
     for exchange in &exchanges {
         until_done("record exchange", || {
@@ -269,6 +376,23 @@ async fn execute(
             result,
             error,
         } => outcome_of(status, result, error),
+        Step::Unknown(reason) if cmd.action.provider() == crate::command::Provider::Electrum => {
+            return reverse(shared, r.id, kind, r.id, &reason).await;
+        }
+        Step::Processing(reason) if !processing_expired(shared, attempt) => {
+            tracing::info!(reason = %reason, attempt, "provider still processing; asking again after a delay");
+            until_done("release", || shared.store.release(r.id, &reason)).await?;
+            return delay(shared, delivery, usize::try_from(attempt - 1).unwrap_or(0)).await;
+        }
+        Step::Processing(reason) => {
+            // Still processing past its deadline: the redemption's outcome is unknown, and
+            // an unknown redemption is reversed.
+            let Action::ElectrumLookupRedemption(p) = &cmd.action else {
+                return Err(RelayError::Corrupt(format!("{kind} answered 'processing'")));
+            };
+            let why = format!("still processing after {attempt} lookups: {reason}");
+            return reverse(shared, r.id, Operation::Redeem.as_str(), p.request_id, &why).await;
+        }
         Step::Unknown(reason) => {
             tracing::error!(reason = %reason, "provider outcome unknown; resolving by query, not sending again");
             metrics::counter!("voucher_unknown_outcomes_total", "provider" => provider)
@@ -301,10 +425,22 @@ async fn execute(
         }
     };
     let latency_ms: u128 = exchanges.iter().map(|e| e.latency.as_millis()).sum();
+    let confirm = (outcome.status == Status::Succeeded)
+        .then(|| confirmation(shared, cmd, r))
+        .flatten();
     let stored = until_done("complete", || {
-        shared.store.complete(r.id, TxState::Sending, &outcome)
+        shared
+            .store
+            .complete_with_advice(r.id, TxState::Sending, &outcome, confirm.as_ref())
     })
     .await?;
+    if stored && confirm.is_some() {
+        // The first attempt goes now, so the voucher is redeemable by the time its holder
+        // tries; if it fails, the advice worker repeats it.
+        if let Err(e) = advice::run(shared, r.id).await {
+            tracing::warn!(error = %e, "confirmation not sent yet; the sweeper retries it");
+        }
+    }
     if !stored {
         // The lease ran out while this worker waited (a redelivery moved the transaction to
         // `unknown`): this answer is dropped and the resolve poll finds the same facts.
@@ -333,5 +469,22 @@ fn params_json(cmd: &Command) -> Value {
             "operator_id": p.operator_id,
         }),
         Action::CsqBalance(p) => serde_json::json!({"terminal_id": p.terminal_id}),
+        Action::ElectrumProvision(p) => serde_json::json!({
+            "originator": p.originator,
+            "receiver": p.receiver,
+            "amount_minor": p.tender.as_ref().map(|t| t.amount_minor),
+            "currency": p.tender.as_ref().map(|t| t.currency.clone()),
+        }),
+        Action::ElectrumRedeem(p) | Action::ElectrumRefund(p) => serde_json::json!({
+            "originator": p.originator,
+            "receiver": p.receiver,
+            "voucher_code": p.voucher_code,
+        }),
+        Action::ElectrumLookup(p) => serde_json::json!({
+            "voucher_code": p.voucher_code,
+            "provision_request_id": p.provision_request_id,
+            "voucher_serial_number": p.voucher_serial_number,
+        }),
+        Action::ElectrumLookupRedemption(p) => serde_json::json!({"request_id": p.request_id}),
     }
 }

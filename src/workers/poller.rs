@@ -45,12 +45,24 @@ pub fn wait_before(shared: &Shared, attempt: i32) -> Duration {
         .map_or(Duration::from_secs(2), |t| Duration::from_millis(t.ttl_ms))
 }
 
-/// Publishes a wake-up for `id` that arrives after about `wait`. Picks the longest tier not
-/// longer than `wait` (the shortest if `wait` is shorter); an early arrival waits again.
+/// Publishes a poll wake-up for `id` that arrives after about `wait`.
 pub async fn wake(
     shared: &Shared,
     provider: &str,
     id: Uuid,
+    wait: Duration,
+) -> Result<(), RelayError> {
+    let body = serde_json::to_vec(&json!({"transaction_id": id})).unwrap_or_default();
+    publish_delayed(shared, &format!("{provider}.poll"), &body, wait).await
+}
+
+/// Publishes `body` under `routing_key` through the delay tier that brings it back to
+/// `voucher.retry` after about `wait`: the longest tier not longer than `wait` (the shortest
+/// if `wait` is shorter). An early arrival finds its row not yet due and waits again.
+pub async fn publish_delayed(
+    shared: &Shared,
+    routing_key: &str,
+    body: &[u8],
     wait: Duration,
 ) -> Result<(), RelayError> {
     let tiers = &shared.config.delay_tiers;
@@ -60,13 +72,12 @@ pub async fn wake(
         .max_by_key(|t| t.ttl_ms)
         .or_else(|| tiers.iter().min_by_key(|t| t.ttl_ms))
         .ok_or_else(|| RelayError::Poison("no delay tier configured".into()))?;
-    let body = serde_json::to_vec(&json!({"transaction_id": id})).unwrap_or_default();
     shared
         .publisher
         .publish_routed(
             &shared.config.name(&tier.name),
-            &format!("{provider}.poll"),
-            &body,
+            routing_key,
+            body,
             json_properties(),
         )
         .await
@@ -385,12 +396,30 @@ pub async fn sweep(shared: Arc<Shared>, mut shutdown: Shutdown) {
             }
             Err(e) => tracing::warn!(error = %e, "cannot read overdue polls"),
         }
+        match shared.store.overdue_advices(OVERDUE).await {
+            Ok(due) => {
+                for (id, _provider) in due {
+                    tracing::warn!(transaction_id = %id, "advice wake-up was lost; publishing it again");
+                    if let Err(e) = super::advice::kick(&shared, id).await {
+                        tracing::warn!(transaction_id = %id, error = %e, "could not republish the advice wake-up");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read overdue advices"),
+        }
         let resolve = super::executor::resolve_plan(&shared);
-        match shared.store.expire_leases(OVERDUE, &resolve).await {
-            Ok(ids) => {
-                for id in ids {
-                    tracing::warn!(transaction_id = %id, "worker died while sending; resolving by query");
-                    if let Err(e) = wake(&shared, "csq", id, resolve.first_in).await {
+        let budget = super::executor::reversal_budget(&shared);
+        match shared.store.expire_leases(OVERDUE, &resolve, budget).await {
+            Ok(moved) => {
+                for (id, provider, state) in moved {
+                    let woken = if state == TxState::Reversing {
+                        tracing::warn!(transaction_id = %id, "worker died while sending; reversing");
+                        super::advice::kick(&shared, id).await
+                    } else {
+                        tracing::warn!(transaction_id = %id, "worker died while sending; resolving by query");
+                        wake(&shared, &provider, id, resolve.first_in).await
+                    };
+                    if let Err(e) = woken {
                         tracing::warn!(transaction_id = %id, error = %e, "could not publish the wake-up");
                     }
                 }

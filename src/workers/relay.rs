@@ -10,6 +10,7 @@ use crate::broker::{self, Publisher, topology};
 use crate::config::Config;
 use crate::crypto::Sealer;
 use crate::providers::csq::CsqClient;
+use crate::providers::electrum::ElectrumClient;
 use crate::shutdown::{Shutdown, ShutdownTrigger};
 use crate::store::{self, Store};
 use crate::webhook::{Deliverer, SigningKey};
@@ -20,6 +21,7 @@ pub struct Shared {
     pub store: Store,
     pub publisher: Publisher,
     pub csq: CsqClient,
+    pub electrum: ElectrumClient,
     pub deliverer: Deliverer,
     /// Wakes the callback worker when an outcome was just committed.
     pub outbox_wakeup: Notify,
@@ -55,12 +57,14 @@ impl Relay {
         };
         let limiter_store =
             Store::connect(&limiter_db, Sealer::new(&config.secrets.data_key)).await?;
-        let csq = CsqClient::new(&config, Some(limiter_store.pool))?;
+        let csq = CsqClient::new(&config, Some(limiter_store.pool.clone()))?;
+        let electrum = ElectrumClient::new(&config, Some(limiter_store.pool))?;
         let shared = Arc::new(Shared {
             config,
             store,
             publisher,
             csq,
+            electrum,
             deliverer,
             outbox_wakeup: Notify::new(),
         });
@@ -68,6 +72,7 @@ impl Relay {
         let mut tasks = JoinSet::new();
         let command_queues = [
             shared.config.providers.csq.queue.clone(),
+            shared.config.providers.electrum.queue.clone(),
             shared.config.broker.unrouted_queue.clone(),
         ];
         for queue in command_queues {
@@ -84,6 +89,13 @@ impl Relay {
             poll_queue,
             shutdown.clone(),
             super::poller::handle,
+        ));
+        let advice_queue = shared.config.providers.electrum.advice_queue.clone();
+        tasks.spawn(consume_supervised(
+            shared.clone(),
+            advice_queue,
+            shutdown.clone(),
+            super::advice::handle,
         ));
         tasks.spawn(super::poller::sweep(shared.clone(), shutdown.clone()));
         tasks.spawn(super::callbacks::run(shared.clone(), shutdown.clone()));

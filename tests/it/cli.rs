@@ -9,6 +9,7 @@ fn relay(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
         "WEBHOOK_SIGNING_SECRET",
         "CSQ_USER",
         "CSQ_PASSWORD",
+        "ELECTRUM_PASSWORD",
         "AMQP_URL",
         "DATABASE_URL",
         "RUST_BACKTRACE",
@@ -96,6 +97,11 @@ async fn providers_check_pings_the_sandbox() {
     let (code, text) = relay(&["--config", config, "providers", "check"], &[]);
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("csq") && text.contains("ok"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("electrum") && l.contains("ok")),
+        "{text}"
+    );
     // The same check against a port where nothing listens fails, naming the provider.
     let dead = env
         .config_text

@@ -155,7 +155,7 @@ async fn raffle_result_survives_a_broker_restart() {
 
 /// Restarts RabbitMQ: `rabbitmqctl stop_app`, `start_app`, `await_startup` by default, or
 /// the shell command in `RABBITMQ_RESTART_CMD` (e.g. `docker compose restart rabbitmq`).
-fn restart_broker() {
+pub fn restart_broker() {
     let command = std::env::var("RABBITMQ_RESTART_CMD").unwrap_or_else(|_| {
         "rabbitmqctl -q stop_app && rabbitmqctl -q start_app && rabbitmqctl -q await_startup --timeout 60"
             .into()

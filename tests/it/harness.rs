@@ -22,9 +22,15 @@ use voucher_relay::broker::reply::ReplyQueue;
 use voucher_relay::command::Outcome;
 use voucher_relay::config::Config;
 use voucher_relay::providers::csq::sandbox::{CsqSandbox, SandboxOptions};
+use voucher_relay::providers::electrum::sandbox::{
+    ElectrumSandbox, SandboxOptions as ElectrumOptions,
+};
 use voucher_relay::workers::Relay;
 
 pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+/// How long the Electrum sandbox holds an answer under a timeout fault: longer than the
+/// test config's 1.5 s Electrum request timeout.
+pub const ELECTRUM_SLOW: Duration = Duration::from_secs(4);
 const CONFIG: &str = include_str!("../../queues.toml");
 
 /// One callback as the receiver saw it.
@@ -61,6 +67,7 @@ pub struct TestEnv {
     /// The configuration file this test's relay processes read.
     pub config_text: String,
     pub sandbox: CsqSandbox,
+    pub electrum: ElectrumSandbox,
     pub hook_url: String,
     pub hook_state: Arc<Mutex<HookState>>,
     pub conn: Connection,
@@ -125,7 +132,7 @@ async fn receive(
 /// `queues.toml` as a test runs it: this test's name prefix and sandbox, short timeouts, and
 /// delay tiers compressed (2 s -> 200 ms, 10 s -> 500 ms, 1 min -> 1 s, 5 min -> 2 s,
 /// 30 min -> 3 s) so polls and retries finish within a test.
-fn test_config_text(id: &str, sandbox_url: &str) -> String {
+fn test_config_text(id: &str, sandbox_url: &str, electrum_url: &str) -> String {
     let mut text = CONFIG
         .replace(
             "[broker]\n",
@@ -136,6 +143,25 @@ fn test_config_text(id: &str, sandbox_url: &str) -> String {
             &format!("base_url = \"{sandbox_url}\""),
         )
         .replace("request_timeout_ms = 15000", "request_timeout_ms = 3000")
+        .replace(
+            "base_url = \"http://127.0.0.1:8102/suv/v1\"",
+            &format!("base_url = \"{electrum_url}/suv/v1\""),
+        )
+        // Electrum: answers held by a timeout fault (see ELECTRUM_SLOW) time out; advices
+        // repeat after 100 ms doubling to 800 ms; lookups stop waiting after 1.5 s.
+        .replace("request_timeout_ms = 10000", "request_timeout_ms = 1500")
+        .replace(
+            "advice_backoff_base_ms = 2000",
+            "advice_backoff_base_ms = 100",
+        )
+        .replace(
+            "advice_backoff_cap_ms = 1800000",
+            "advice_backoff_cap_ms = 800",
+        )
+        .replace(
+            "processing_deadline_ms = 60000",
+            "processing_deadline_ms = 1500",
+        )
         .replace("lease_margin_ms = 60000", "lease_margin_ms = 2000")
         .replace("rate_per_sec = 50", "rate_per_sec = 1000")
         .replace("prefetch = 16", "prefetch = 8")
@@ -173,11 +199,21 @@ impl TestEnv {
     }
 
     async fn build(options: SandboxOptions, guard: BrokerGuard) -> TestEnv {
+        let electrum = ElectrumSandbox::new(ElectrumOptions {
+            slow_answer: ELECTRUM_SLOW,
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let electrum_url = format!("http://{}", listener.local_addr().unwrap());
+        let sb = electrum.clone();
+        let electrum_task = tokio::spawn(async move {
+            let _ = sb.serve(listener).await;
+        });
         let id = uuid::Uuid::now_v7().simple().to_string()[20..].to_string();
         let env: BTreeMap<String, String> = BTreeMap::from([
             ("WEBHOOK_SIGNING_SECRET".into(), SECRET.into()),
             ("CSQ_USER".into(), "tester".into()),
             ("CSQ_PASSWORD".into(), "test-secret".into()),
+            ("ELECTRUM_PASSWORD".into(), "test-secret".into()),
             ("AMQP_URL".into(), amqp_url()),
             ("DATABASE_URL".into(), format!("{}/vr_test_{id}", pg_base())),
         ]);
@@ -185,10 +221,13 @@ impl TestEnv {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let sandbox_url = format!("http://{}", listener.local_addr().unwrap());
         let sb = sandbox.clone();
-        let mut tasks = vec![tokio::spawn(async move {
-            let _ = sb.serve(listener).await;
-        })];
-        let config_text = test_config_text(&id, &sandbox_url);
+        let mut tasks = vec![
+            electrum_task,
+            tokio::spawn(async move {
+                let _ = sb.serve(listener).await;
+            }),
+        ];
+        let config_text = test_config_text(&id, &sandbox_url, &electrum_url);
         let config = Config::from_toml(&config_text, "queues.toml", &env, true).expect("config");
         assert_eq!(
             config.broker.name_prefix,
@@ -217,6 +256,7 @@ impl TestEnv {
             config,
             config_text,
             sandbox,
+            electrum,
             hook_url,
             hook_state,
             conn,
@@ -245,6 +285,7 @@ impl TestEnv {
             .env("WEBHOOK_SIGNING_SECRET", SECRET)
             .env("CSQ_USER", "tester")
             .env("CSQ_PASSWORD", "test-secret")
+            .env("ELECTRUM_PASSWORD", "test-secret")
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

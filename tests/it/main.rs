@@ -4,6 +4,8 @@
 mod bad_input;
 mod cli;
 mod csq_flows;
+mod electrum;
+mod electrum_sandbox;
 mod harness;
 mod polling;
 mod purchase;

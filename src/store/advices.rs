@@ -1,0 +1,303 @@
+//! Advices: store-and-forward messages (Electrum confirmations and reversals) repeated until
+//! the provider answers finally.
+//!
+//! The row is the truth. A RabbitMQ message only says "try the advices of transaction X";
+//! it rides the delay tiers between attempts and is republished explicitly each time (never
+//! requeued), so the quorum delivery limit can never drop one. Advices of one transaction
+//! go one at a time in `seq` order, and a confirmation is never recorded after a reversal.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio_postgres::Transaction;
+use uuid::Uuid;
+
+use super::Store;
+use super::transactions::TxState;
+use crate::command::Outcome;
+use crate::error::Result;
+
+pub const CONFIRMATION: &str = "confirmation";
+pub const REVERSAL: &str = "reversal";
+
+/// An advice to record.
+#[derive(Debug, Clone)]
+pub struct NewAdvice<'a> {
+    pub provider: &'a str,
+    /// `provision`, `redeem` or `refund`.
+    pub operation: &'a str,
+    /// [`CONFIRMATION`] or [`REVERSAL`].
+    pub kind: &'static str,
+    /// The provider request it is about.
+    pub request_id: Uuid,
+    pub reversal_reason: Option<&'a str>,
+    /// What the relay saw (for operators).
+    pub detail: Option<&'a str>,
+    pub tender: Option<Value>,
+    /// How long it is repeated before being parked.
+    pub budget: Duration,
+}
+
+/// Records `a` for `transaction_id` inside the caller's database transaction, after every
+/// advice it already has. A confirmation is not recorded once a reversal exists: order
+/// holds per transaction, and "completed" can never follow "undo it". Returns its id.
+pub(crate) async fn insert(
+    tx: &Transaction<'_>,
+    transaction_id: Uuid,
+    a: &NewAdvice<'_>,
+) -> Result<Option<Uuid>> {
+    let id = Uuid::now_v7();
+    let row = tx
+        .query_opt(
+            "INSERT INTO advices (id, transaction_id, seq, provider, operation, kind, request_id,
+                                  reversal_reason, detail, tender, deadline)
+             SELECT $1, $2, COALESCE((SELECT max(seq) FROM advices WHERE transaction_id = $2), 0) + 1,
+                    $3, $4, $5, $6, $7, $8, $9, now() + make_interval(secs => $10)
+             WHERE $5 <> 'confirmation'
+                OR NOT EXISTS (SELECT 1 FROM advices WHERE transaction_id = $2 AND kind = 'reversal')
+             RETURNING id",
+            &[
+                &id,
+                &transaction_id,
+                &a.provider,
+                &a.operation,
+                &a.kind,
+                &a.request_id,
+                &a.reversal_reason,
+                &a.detail,
+                &a.tender,
+                &a.budget.as_secs_f64(),
+            ],
+        )
+        .await?;
+    if row.is_none() {
+        tracing::warn!(transaction_id = %transaction_id, "confirmation not recorded: the transaction is being reversed");
+    }
+    Ok(row.map(|r| r.get(0)))
+}
+
+/// A claimed advice with what a worker needs to send it and to finish its transaction.
+#[derive(Debug, Clone)]
+pub struct AdviceJob {
+    pub id: Uuid,
+    pub transaction_id: Uuid,
+    pub token: Uuid,
+    pub provider: String,
+    pub operation: String,
+    pub kind: String,
+    pub request_id: Uuid,
+    pub reversal_reason: Option<String>,
+    pub tender: Option<Value>,
+    /// The message as first sent, if it was.
+    pub body: Option<Value>,
+    /// Attempts including this one.
+    pub attempt: i32,
+    pub past_budget: bool,
+    /// Seconds since the advice was recorded.
+    pub age_secs: f64,
+    pub tx_state: TxState,
+    pub command_id: String,
+    pub source: String,
+    pub tx_kind: String,
+}
+
+/// When the head advice of a transaction is due.
+#[derive(Debug, Clone)]
+pub enum AdviceDue {
+    Now(Box<AdviceJob>),
+    Later(Duration),
+    /// Nothing pending, taken by another worker, or blocked behind a parked advice.
+    Gone,
+}
+
+impl Store {
+    /// Claims the first unsettled advice of `transaction_id` if it is due, for `lease`.
+    pub async fn claim_advice(&self, transaction_id: Uuid, lease: Duration) -> Result<AdviceDue> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let row = tx
+            .query_opt(
+                "SELECT a.id, a.state, a.provider, a.operation, a.kind, a.request_id,
+                        a.reversal_reason, a.tender, a.body, a.attempts,
+                        a.deadline <= now() AS past_budget,
+                        EXTRACT(EPOCH FROM (now() - a.created_at))::float8 AS age,
+                        GREATEST(EXTRACT(EPOCH FROM (a.next_at - now())), 0)::float8 AS wait,
+                        (a.locked_until IS NOT NULL AND a.locked_until > now()) AS locked,
+                        t.state AS tx_state, t.command_id, t.source, t.kind AS tx_kind
+                 FROM advices a JOIN transactions t ON t.id = a.transaction_id
+                 WHERE a.transaction_id = $1 AND a.state IN ('pending', 'parked')
+                 ORDER BY a.seq LIMIT 1
+                 FOR UPDATE OF a",
+                &[&transaction_id],
+            )
+            .await?;
+        let Some(row) = row else {
+            return Ok(AdviceDue::Gone);
+        };
+        // A parked advice holds back the ones after it until an operator replays it.
+        if row.get::<_, &str>("state") == "parked" || row.get::<_, bool>("locked") {
+            return Ok(AdviceDue::Gone);
+        }
+        let wait: f64 = row.get("wait");
+        if wait > 0.5 {
+            return Ok(AdviceDue::Later(Duration::from_secs_f64(wait)));
+        }
+        let id: Uuid = row.get("id");
+        let token = Uuid::now_v7();
+        tx.execute(
+            "UPDATE advices SET locked_until = now() + make_interval(secs => $2), locked_by = $3,
+                    attempts = attempts + 1, first_sent_at = COALESCE(first_sent_at, now()),
+                    updated_at = now()
+             WHERE id = $1",
+            &[&id, &lease.as_secs_f64(), &token],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(AdviceDue::Now(Box::new(AdviceJob {
+            id,
+            transaction_id,
+            token,
+            provider: row.get("provider"),
+            operation: row.get("operation"),
+            kind: row.get("kind"),
+            request_id: row.get("request_id"),
+            reversal_reason: row.get("reversal_reason"),
+            tender: row.get("tender"),
+            body: row.get("body"),
+            attempt: row.get::<_, i32>("attempts") + 1,
+            past_budget: row.get("past_budget"),
+            age_secs: row.get("age"),
+            tx_state: TxState::parse(row.get("tx_state"))?,
+            command_id: row.get("command_id"),
+            source: row.get("source"),
+            tx_kind: row.get("tx_kind"),
+        })))
+    }
+
+    /// Keeps the message as first built, so every repetition sends the same one.
+    pub async fn keep_advice_body(&self, id: Uuid, body: &Value) -> Result<()> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "UPDATE advices SET body = COALESCE(body, $2) WHERE id = $1",
+                &[&id, body],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Not final: try again after `wait`. False if this worker's claim was overtaken.
+    pub async fn retry_advice(
+        &self,
+        id: Uuid,
+        token: Uuid,
+        error: &str,
+        wait: Duration,
+    ) -> Result<bool> {
+        let client = self.pool.get().await?;
+        let n = client
+            .execute(
+                "UPDATE advices SET next_at = now() + make_interval(secs => $4), last_error = $3,
+                        locked_until = NULL, locked_by = NULL, enqueued_at = now(), updated_at = now()
+                 WHERE id = $1 AND locked_by = $2 AND state = 'pending'",
+                &[&id, &token, &error, &wait.as_secs_f64()],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// The provider answered finally. With `outcome`, the transaction (waiting in
+    /// `reversing`) is completed in the same database transaction. False if this worker's
+    /// claim was overtaken.
+    pub async fn settle_advice(
+        &self,
+        job: &AdviceJob,
+        status: Option<u16>,
+        answer: Option<&Value>,
+        outcome: Option<&Outcome>,
+    ) -> Result<bool> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let status = status.map(i32::from);
+        let n = tx
+            .execute(
+                "UPDATE advices SET state = 'done', final_status = $3, final_body = $4,
+                        settled_at = now(), locked_until = NULL, locked_by = NULL, updated_at = now()
+                 WHERE id = $1 AND locked_by = $2 AND state = 'pending'",
+                &[&job.id, &job.token, &status, &answer],
+            )
+            .await?;
+        if n == 0 {
+            return Ok(false);
+        }
+        if let Some(outcome) = outcome {
+            self.complete_in(&tx, job.transaction_id, TxState::Reversing, outcome)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// The retry budget is spent: the advice is parked. Returns the record operators need
+    /// to replay it (for `advice.parked`), or `None` if the claim was overtaken.
+    pub async fn park_advice(&self, job: &AdviceJob, error: &str) -> Result<Option<Value>> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                "UPDATE advices SET state = 'parked', last_error = $3, locked_until = NULL,
+                        locked_by = NULL, updated_at = now()
+                 WHERE id = $1 AND locked_by = $2 AND state = 'pending'
+                 RETURNING attempts, created_at, first_sent_at, body, detail",
+                &[&job.id, &job.token, &error],
+            )
+            .await?;
+        Ok(row.map(|r| {
+            let created: chrono::DateTime<chrono::Utc> = r.get("created_at");
+            let first: Option<chrono::DateTime<chrono::Utc>> = r.get("first_sent_at");
+            json!({
+                "advice_id": job.id,
+                "transaction_id": job.transaction_id,
+                "command_id": job.command_id,
+                "source": job.source,
+                "provider": job.provider,
+                "operation": job.operation,
+                "kind": job.kind,
+                "request_id": job.request_id,
+                "reversal_reason": job.reversal_reason,
+                "detail": r.get::<_, Option<String>>("detail"),
+                "body": r.get::<_, Option<Value>>("body"),
+                "attempts": r.get::<_, i32>("attempts"),
+                "recorded_at": created.to_rfc3339(),
+                "first_sent_at": first.map(|t| t.to_rfc3339()),
+                "last_error": error,
+            })
+        }))
+    }
+
+    /// Transactions with a pending advice overdue by more than `grace` whose wake-up was
+    /// lost (a killed worker, a broker that lost it), with their provider; marks them
+    /// re-enqueued. At most 500 at a time.
+    pub async fn overdue_advices(&self, grace: Duration) -> Result<Vec<(Uuid, String)>> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "WITH due AS (
+                     SELECT id FROM advices
+                     WHERE state = 'pending'
+                       AND next_at < now() - make_interval(secs => $1)
+                       AND (enqueued_at IS NULL OR enqueued_at < now() - make_interval(secs => $1))
+                       AND (locked_until IS NULL OR locked_until < now())
+                     ORDER BY next_at LIMIT 500
+                     FOR UPDATE SKIP LOCKED)
+                 UPDATE advices a SET enqueued_at = now()
+                 FROM due WHERE a.id = due.id
+                 RETURNING a.transaction_id, a.provider",
+                &[&grace.as_secs_f64()],
+            )
+            .await?;
+        let mut out: Vec<(Uuid, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+}

@@ -1,0 +1,362 @@
+//! The advice worker: store-and-forward of Electrum confirmations and reversals.
+//!
+//! A wake-up message (`{"transaction_id": …}`) arrives on `advice.<provider>`, straight
+//! after the advice was recorded or back from a delay tier. The worker claims the
+//! transaction's first unsettled advice, sends it, and records the answer:
+//! - final (anything but a 5xx, a timeout or "not sent"): the advice is settled, and a
+//!   reversal's answer makes the command's outcome (`reversed`, or `failed` with why);
+//!   the transaction's next advice, if any, goes right after;
+//! - not final: the next attempt is scheduled with exponential backoff and jitter, and a
+//!   new wake-up is published to the matching delay tier (an explicit republish: the
+//!   delivery itself is acked, so the quorum delivery limit never counts retries);
+//! - past the retry budget: the advice is parked, its full record goes to `advice.parked`,
+//!   and a metric and an error log say so.
+//!
+//! Nothing sleeps in a worker. A lost wake-up (killed worker, broker restart) is found by
+//! the sweeper from the `advices` table and published again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::message::Delivery;
+use lapin::options::BasicAckOptions;
+use rand::Rng;
+use serde_json::{Value, json};
+use tracing::Instrument;
+use uuid::Uuid;
+
+use super::poller;
+use super::relay::Shared;
+use super::retry::until_done;
+use crate::broker::publisher::json_properties;
+use crate::command::{Outcome, OutcomeError, Status};
+use crate::error::{ErrorClass, RelayError};
+use crate::providers::electrum::mapping::{AdviceVerdict, advice_verdict};
+use crate::providers::electrum::params::Tender;
+use crate::providers::electrum::{AdviceKind, Operation};
+use crate::store::advices::{AdviceDue, AdviceJob};
+use crate::store::transactions::TxState;
+
+/// Publishes a wake-up for the advices of `transaction_id` that is delivered at once.
+pub async fn kick(shared: &Shared, transaction_id: Uuid) -> Result<(), RelayError> {
+    let queue = shared
+        .config
+        .name(&shared.config.providers.electrum.advice_queue);
+    let bytes = body(transaction_id);
+    until_done("advice wake-up", || {
+        shared
+            .publisher
+            .publish_routed("", &queue, &bytes, json_properties())
+    })
+    .await
+}
+
+/// Publishes a wake-up that arrives after about `wait`, through the delay tiers.
+pub async fn wake(
+    shared: &Shared,
+    provider: &str,
+    transaction_id: Uuid,
+    wait: Duration,
+) -> Result<(), RelayError> {
+    poller::publish_delayed(
+        shared,
+        &format!("{provider}.advice"),
+        &body(transaction_id),
+        wait,
+    )
+    .await
+}
+
+fn body(transaction_id: Uuid) -> Vec<u8> {
+    serde_json::to_vec(&json!({"transaction_id": transaction_id})).unwrap_or_default()
+}
+
+/// The wait before attempt `attempt + 1`: the base doubled per attempt up to the cap, then
+/// drawn between half and all of it, so advices that failed together do not retry together.
+pub fn backoff(base: Duration, cap: Duration, attempt: i32) -> Duration {
+    let doublings = u32::try_from(attempt.saturating_sub(1))
+        .unwrap_or(0)
+        .min(30);
+    let full = base.saturating_mul(1u32 << doublings).min(cap);
+    full.mul_f64(rand::rng().random_range(0.5..=1.0))
+}
+
+/// Handles one wake-up delivery.
+pub async fn handle(shared: Arc<Shared>, delivery: Delivery) {
+    let id = serde_json::from_slice::<Value>(&delivery.data)
+        .ok()
+        .and_then(|v| {
+            v.get("transaction_id")
+                .and_then(Value::as_str)
+                .and_then(|s| s.parse::<Uuid>().ok())
+        });
+    let span = tracing::error_span!("advice", transaction_id = %id.map(|i| i.to_string()).unwrap_or_default());
+    async move {
+        let result = match id {
+            Some(id) => run(&shared, id).await,
+            None => {
+                tracing::error!("advice wake-up without a transaction id; dropped");
+                Ok(())
+            }
+        };
+        let settled = match result {
+            Ok(()) => delivery.ack(BasicAckOptions::default()).await,
+            Err(e) if e.class() == ErrorClass::Retryable => {
+                super::executor::give_back(&delivery, &e).await
+            }
+            Err(e) => {
+                // The advice row is untouched and the sweeper wakes it again; the message
+                // itself carries nothing else.
+                tracing::error!(error = %e, "advice attempt failed; left to the sweeper");
+                delivery.ack(BasicAckOptions::default()).await
+            }
+        };
+        if let Err(e) = settled {
+            tracing::warn!(error = %e, "could not settle the advice wake-up");
+        }
+        shared.outbox_wakeup.notify_one();
+    }
+    .instrument(span)
+    .await
+}
+
+/// Sends the transaction's advices in order, for as long as each is answered finally.
+pub async fn run(shared: &Shared, transaction_id: Uuid) -> Result<(), RelayError> {
+    let cfg = &shared.config.providers.electrum;
+    let lease = Duration::from_millis(cfg.request_timeout_ms) * 2 + Duration::from_secs(30);
+    loop {
+        let job = match until_done("claim advice", || {
+            shared.store.claim_advice(transaction_id, lease)
+        })
+        .await?
+        {
+            AdviceDue::Now(job) => job,
+            AdviceDue::Later(wait) => return wake(shared, "electrum", transaction_id, wait).await,
+            AdviceDue::Gone => return Ok(()),
+        };
+        if !attempt(shared, &job).await? {
+            return Ok(());
+        }
+    }
+}
+
+/// One attempt of one advice. True if it was answered finally.
+async fn attempt(shared: &Shared, job: &AdviceJob) -> Result<bool, RelayError> {
+    let (Some(operation), Some(kind)) = (
+        Operation::parse(&job.operation),
+        AdviceKind::parse(&job.kind),
+    ) else {
+        return Err(RelayError::Corrupt(format!(
+            "advice {} has operation {:?} kind {:?}",
+            job.id, job.operation, job.kind
+        )));
+    };
+    let electrum = &shared.electrum;
+    let body = match &job.body {
+        Some(b) => b.clone(),
+        None => {
+            let tender: Option<Tender> = job.tender.as_ref().and_then(|t| {
+                Some(Tender {
+                    amount_minor: i32::try_from(t["amount_minor"].as_i64()?).ok()?,
+                    currency: t["currency"].as_str()?.to_string(),
+                })
+            });
+            let b = electrum.advice_body(
+                job.id,
+                job.request_id,
+                kind,
+                job.reversal_reason.as_deref(),
+                tender.as_ref(),
+            );
+            until_done("keep advice body", || {
+                shared.store.keep_advice_body(job.id, &b)
+            })
+            .await?;
+            b
+        }
+    };
+    let (answer, exchange) = electrum.send_advice(operation, kind, &body).await;
+    until_done("record exchange", || {
+        shared.store.record_exchange(job.transaction_id, &exchange)
+    })
+    .await?;
+    let verdict = advice_verdict(&answer, exchange.status);
+    let log = |msg: &str| {
+        tracing::info!(
+            advice_id = %job.id,
+            operation = %job.operation,
+            kind = %job.kind,
+            attempt = job.attempt,
+            status = exchange.status,
+            waited_s = job.age_secs as u64,
+            "{msg}"
+        );
+    };
+    let reason = match verdict {
+        AdviceVerdict::Again(reason) => reason,
+        verdict => {
+            let outcome = (kind == AdviceKind::Reversal && job.tx_state == TxState::Reversing)
+                .then(|| reversal_outcome(job, &verdict));
+            let answer_body = match &answer {
+                Ok(v) => Some(crate::mask::mask_json(v)),
+                Err(crate::providers::CallError::Refused { body, .. }) => {
+                    Some(crate::mask::mask_json(body))
+                }
+                Err(_) => None,
+            };
+            let settled = until_done("settle advice", || {
+                shared.store.settle_advice(
+                    job,
+                    exchange.status,
+                    answer_body.as_ref(),
+                    outcome.as_ref(),
+                )
+            })
+            .await?;
+            if !settled {
+                tracing::warn!(advice_id = %job.id, "another worker took this advice over");
+                return Ok(false);
+            }
+            metrics::counter!("voucher_advices_settled_total", "provider" => job.provider.clone(), "kind" => job.kind.clone(), "verdict" => verdict_name(&verdict)).increment(1);
+            match &verdict {
+                AdviceVerdict::Accepted => log("advice accepted"),
+                _ => {
+                    tracing::warn!(advice_id = %job.id, operation = %job.operation, kind = %job.kind, attempt = job.attempt, status = exchange.status, verdict = verdict_name(&verdict), "advice answered finally with a refusal")
+                }
+            }
+            if let Some(o) = &outcome {
+                tracing::info!(status = o.status.as_str(), event_id = %o.event_id, "reversal decided the outcome");
+                metrics::counter!("voucher_outcomes_total", "provider" => job.provider.clone(), "kind" => job.tx_kind.clone(), "status" => o.status.as_str()).increment(1);
+            }
+            return Ok(true);
+        }
+    };
+    if job.past_budget {
+        let record = until_done("park advice", || shared.store.park_advice(job, &reason)).await?;
+        let Some(record) = record else {
+            return Ok(false);
+        };
+        let queue = shared
+            .config
+            .name(&shared.config.providers.electrum.parked_queue);
+        let bytes = serde_json::to_vec(&record).unwrap_or_default();
+        until_done("publish parked advice", || {
+            shared
+                .publisher
+                .publish_routed("", &queue, &bytes, json_properties())
+        })
+        .await?;
+        tracing::error!(advice_id = %job.id, operation = %job.operation, kind = %job.kind, attempts = job.attempt, waited_s = job.age_secs as u64, error = %reason, "advice used its retry budget; parked for operators on advice.parked");
+        metrics::counter!("voucher_advices_parked_total", "provider" => job.provider.clone(), "kind" => job.kind.clone()).increment(1);
+        return Ok(false);
+    }
+    let cfg = &shared.config.providers.electrum;
+    let wait = backoff(
+        Duration::from_millis(cfg.advice_backoff_base_ms),
+        Duration::from_millis(cfg.advice_backoff_cap_ms),
+        job.attempt,
+    );
+    tracing::warn!(advice_id = %job.id, operation = %job.operation, kind = %job.kind, attempt = job.attempt, error = %reason, next_in_ms = wait.as_millis() as u64, "advice not answered finally; repeating it later");
+    metrics::counter!("voucher_advice_retries_total", "provider" => job.provider.clone(), "kind" => job.kind.clone()).increment(1);
+    let still_ours = until_done("reschedule advice", || {
+        shared.store.retry_advice(job.id, job.token, &reason, wait)
+    })
+    .await?;
+    if still_ours {
+        wake(shared, &job.provider, job.transaction_id, wait).await?;
+    }
+    Ok(false)
+}
+
+fn verdict_name(v: &AdviceVerdict) -> &'static str {
+    match v {
+        AdviceVerdict::Accepted => "accepted",
+        AdviceVerdict::NotFound => "not_found",
+        AdviceVerdict::Refused { .. } => "refused",
+        AdviceVerdict::Again(_) => "again",
+    }
+}
+
+/// The command's outcome once its reversal was answered finally.
+fn reversal_outcome(job: &AdviceJob, verdict: &AdviceVerdict) -> Outcome {
+    let subject = poller::Subject {
+        command_id: &job.command_id,
+        source: &job.source,
+        kind: &job.tx_kind,
+        provider: &job.provider,
+    };
+    let result = json!({"request_id": job.request_id, "reversal_reason": job.reversal_reason, "advice_id": job.id});
+    let error = |code: &str, message: String, provider_code: Option<String>| {
+        Some(OutcomeError {
+            code: code.into(),
+            message,
+            provider_code,
+        })
+    };
+    match verdict {
+        AdviceVerdict::Accepted => subject.outcome(
+            Status::Reversed,
+            Some(result),
+            error(
+                "reversed",
+                format!(
+                    "no final answer came for the {}; it was reversed and Electrum accepted the reversal",
+                    job.operation
+                ),
+                None,
+            ),
+        ),
+        AdviceVerdict::NotFound => subject.outcome(
+            Status::Failed,
+            Some(result),
+            error(
+                "not_received",
+                format!(
+                    "Electrum never received the {}: nothing was applied",
+                    job.operation
+                ),
+                Some("UNABLE_TO_LOCATE_RECORD".into()),
+            ),
+        ),
+        AdviceVerdict::Refused { status, error_type } => subject.outcome(
+            Status::Failed,
+            Some(result),
+            error(
+                "reversal_refused",
+                format!(
+                    "Electrum refused the reversal (HTTP {status}): the {} stands as Electrum recorded it; check with Electrum",
+                    job.operation
+                ),
+                error_type.clone(),
+            ),
+        ),
+        // Not final: never turned into an outcome (the caller repeats it).
+        AdviceVerdict::Again(reason) => subject.outcome(
+            Status::Failed,
+            Some(result),
+            error("outcome_unresolved", reason.clone(), None),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_jitter() {
+        let base = Duration::from_secs(2);
+        let cap = Duration::from_secs(60);
+        for _ in 0..50 {
+            let first = backoff(base, cap, 1);
+            assert!(
+                first >= Duration::from_secs(1) && first <= base,
+                "{first:?}"
+            );
+            let third = backoff(base, cap, 3);
+            assert!(third >= Duration::from_secs(4) && third <= Duration::from_secs(8));
+            let late = backoff(base, cap, 40);
+            assert!(late >= Duration::from_secs(30) && late <= cap, "{late:?}");
+        }
+    }
+}

@@ -1,0 +1,574 @@
+//! Electrum through the relay: every operation, dual messaging, and store-and-forward
+//! reversals under the sandbox's faults, a broker restart and a killed worker.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use voucher_relay::broker::reply::ReplyQueue;
+use voucher_relay::command::{Outcome, Status};
+use voucher_relay::providers::electrum::sandbox::{Fault, Operation};
+use voucher_relay::workers::Relay;
+
+use crate::csq_flows::restart_broker;
+use crate::harness::{TestEnv, next_outcomes, scalar};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn originator() -> Value {
+    json!({
+        "institution": {"id": "11111111", "name": "Buy Stuff Shop"},
+        "terminalId": "term0001",
+        "merchant": {"merchantType": "4444", "merchantId": "merchant1234567",
+            "merchantName": {"name": "Buy Stuff Shop", "city": "Cape Town", "region": "WP", "country": "ZA"}}
+    })
+}
+
+fn command(kind: &str, id: &str, params: Value) -> Value {
+    json!({"command_id": id, "source": "pos-e", "kind": kind, "provider": "electrum", "params": params})
+}
+
+fn provision(id: &str) -> Value {
+    command(
+        "provision",
+        id,
+        json!({"originator": originator(), "amount_minor": 1000, "currency": "710"}),
+    )
+}
+
+fn redeem(id: &str, code: &str) -> Value {
+    command(
+        "redeem",
+        id,
+        json!({"originator": originator(), "voucher_code": code}),
+    )
+}
+
+/// One command and its outcome, through the reply queue.
+struct Client {
+    reply_to: String,
+    replies: ReplyQueue,
+}
+
+impl Client {
+    async fn new(env: &TestEnv) -> Client {
+        let (reply_to, replies) = env.reply_queue().await;
+        Client { reply_to, replies }
+    }
+
+    async fn run(&mut self, env: &TestEnv, cmd: &Value) -> Outcome {
+        let id = cmd["command_id"].as_str().unwrap();
+        env.publish(cmd, Some(&self.reply_to), id).await;
+        let (corr, o) = next_outcomes(&mut self.replies, 1, WAIT).await.remove(0);
+        assert_eq!(corr, id);
+        o
+    }
+}
+
+/// Waits until every advice of `command_id` is settled; returns their (kind, operation,
+/// final status, attempts) in order.
+async fn settled_advices(env: &TestEnv, command_id: &str) -> Vec<(String, String, i32, i32)> {
+    let db = env.db().await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let rows = db
+            .query(
+                "SELECT a.kind, a.operation, a.final_status, a.attempts, a.state
+                 FROM advices a JOIN transactions t ON t.id = a.transaction_id
+                 WHERE t.command_id = $1 ORDER BY a.seq",
+                &[&command_id],
+            )
+            .await
+            .unwrap();
+        if rows.iter().all(|r| r.get::<_, &str>(4) == "done") {
+            return rows
+                .iter()
+                .map(|r| {
+                    (
+                        r.get(0),
+                        r.get(1),
+                        r.get::<_, Option<i32>>(2).unwrap_or(0),
+                        r.get(3),
+                    )
+                })
+                .collect();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "advices of {command_id} never settled"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Provisions a voucher, waits for its confirmation, and returns its code.
+async fn confirmed_voucher(env: &TestEnv, client: &mut Client, id: &str) -> String {
+    let o = client.run(env, &provision(id)).await;
+    assert_eq!(o.status, Status::Succeeded, "{o:?}");
+    let advices = settled_advices(env, id).await;
+    assert_eq!(
+        advices,
+        vec![("confirmation".into(), "provision".into(), 202, 1)]
+    );
+    o.result.unwrap()["voucher"]["code"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn voucher_lifecycle_with_dual_messaging() {
+    let env = TestEnv::new().await;
+    let relay = env.start_relay().await;
+    let mut c = Client::new(&env).await;
+    let code = confirmed_voucher(&env, &mut c, "p-1").await;
+
+    let o = c
+        .run(
+            &env,
+            &command("lookup", "l-1", json!({"voucher_code": code})),
+        )
+        .await;
+    assert_eq!(o.status, Status::Succeeded, "{o:?}");
+
+    let o = c.run(&env, &redeem("r-1", &code)).await;
+    assert_eq!(o.status, Status::Succeeded, "{o:?}");
+    let redemption_id = o.result.unwrap()["request_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        settled_advices(&env, "r-1").await,
+        vec![("confirmation".into(), "redeem".into(), 202, 1)]
+    );
+    // The same command again: the stored outcome, no second redemption.
+    let again = c.run(&env, &redeem("r-1", &code)).await;
+    assert_eq!(again.event_id, o.event_id);
+    // A second redemption of a redeemed voucher is declined with Electrum's errorType.
+    let o = c.run(&env, &redeem("r-2", &code)).await;
+    assert_eq!(o.status, Status::Declined);
+    assert_eq!(
+        o.error.unwrap().provider_code.as_deref(),
+        Some("VOUCHER_ALREADY_REDEEMED")
+    );
+
+    let o = c
+        .run(
+            &env,
+            &command(
+                "lookup_redemption",
+                "lr-1",
+                json!({"request_id": redemption_id}),
+            ),
+        )
+        .await;
+    assert_eq!(o.status, Status::Succeeded, "{o:?}");
+
+    let o = c
+        .run(
+            &env,
+            &command(
+                "refund",
+                "f-1",
+                json!({"originator": originator(), "voucher_code": code}),
+            ),
+        )
+        .await;
+    assert_eq!(o.status, Status::Succeeded, "{o:?}");
+    settled_advices(&env, "f-1").await;
+    // A confirmed refund makes the voucher redeemable again.
+    let o = c.run(&env, &redeem("r-3", &code)).await;
+    assert_eq!(o.status, Status::Succeeded, "{o:?}");
+
+    // Voucher codes are masked in the exchange audit and sealed in the outcome.
+    let db = env.db().await;
+    let leaked: i64 = scalar(
+        &db,
+        &format!("SELECT count(*) FROM provider_exchanges WHERE request::text LIKE '%{code}%' OR response::text LIKE '%{code}%'"),
+    )
+    .await;
+    assert_eq!(leaked, 0);
+    relay.stop().await;
+    env.cleanup().await;
+}
+
+/// The issue's example: a redemption times out after the sandbox applied it; the reversal
+/// gets 503 five times, then is accepted. The outcome is `reversed`, and the voucher can be
+/// redeemed again by a new command.
+#[tokio::test]
+async fn timed_out_redemption_is_reversed_through_five_503s() {
+    let env = TestEnv::new().await;
+    let relay = env.start_relay().await;
+    let mut c = Client::new(&env).await;
+    let code = confirmed_voucher(&env, &mut c, "p-1").await;
+    env.electrum
+        .inject(Operation::Redeem, Fault::TimeoutAfterEffect, 1);
+    env.electrum
+        .inject(Operation::RedeemReversal, Fault::ErrorBeforeEffect(503), 5);
+
+    let o = c.run(&env, &redeem("r-1", &code)).await;
+    assert_eq!(o.status, Status::Reversed, "{o:?}");
+    assert_eq!(o.error.as_ref().unwrap().code, "reversed");
+    assert_eq!(o.result.as_ref().unwrap()["reversal_reason"], "TIMEOUT");
+    // Only the reversal: a confirmation never follows it.
+    assert_eq!(
+        settled_advices(&env, "r-1").await,
+        vec![("reversal".into(), "redeem".into(), 202, 6)]
+    );
+    let db = env.db().await;
+    let statuses: Vec<Option<i32>> = db
+        .query(
+            "SELECT e.status_code FROM provider_exchanges e JOIN transactions t ON t.id = e.transaction_id
+             WHERE t.command_id = 'r-1' ORDER BY e.id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![
+            None,
+            Some(503),
+            Some(503),
+            Some(503),
+            Some(503),
+            Some(503),
+            Some(202)
+        ],
+        "the timed-out redemption, five 503s, then the accepted reversal"
+    );
+    // How long the reversal waited before each attempt (backoff with jitter, via the tiers).
+    let gaps: Vec<f64> = db
+        .query(
+            "SELECT EXTRACT(EPOCH FROM e.created_at - lag(e.created_at) OVER (ORDER BY e.id))::float8
+             FROM provider_exchanges e JOIN transactions t ON t.id = e.transaction_id
+             WHERE t.command_id = 'r-1' AND e.operation = 'redeem_reversal' ORDER BY e.id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|r| r.get::<_, Option<f64>>(0))
+        .collect();
+    eprintln!("reversal waits between attempts (s): {gaps:?}");
+    assert_eq!(gaps.len(), 5);
+
+    let o = c.run(&env, &redeem("r-2", &code)).await;
+    assert_eq!(
+        o.status,
+        Status::Succeeded,
+        "redeemable again after the reversal: {o:?}"
+    );
+    relay.stop().await;
+    env.cleanup().await;
+}
+
+/// A 503 before the effect: the redemption is unknown to the relay, so it is reversed; the
+/// provider never had it (404), and the outcome is `failed` with that reason.
+#[tokio::test]
+async fn unreceived_redemption_fails_with_the_reason() {
+    let env = TestEnv::new().await;
+    let relay = env.start_relay().await;
+    let mut c = Client::new(&env).await;
+    let code = confirmed_voucher(&env, &mut c, "p-1").await;
+    env.electrum
+        .inject(Operation::Redeem, Fault::ErrorBeforeEffect(503), 1);
+    let o = c.run(&env, &redeem("r-1", &code)).await;
+    assert_eq!(o.status, Status::Failed, "{o:?}");
+    let e = o.error.unwrap();
+    assert_eq!(e.code, "not_received");
+    assert_eq!(e.provider_code.as_deref(), Some("UNABLE_TO_LOCATE_RECORD"));
+    assert_eq!(o.result.unwrap()["reversal_reason"], "RESPONSE_NOT_FINAL");
+    // Nothing was redeemed: a new command redeems it.
+    let o = c.run(&env, &redeem("r-2", &code)).await;
+    assert_eq!(o.status, Status::Succeeded, "{o:?}");
+    relay.stop().await;
+    env.cleanup().await;
+}
+
+/// A reversal that never gets a final answer is parked when its budget is spent: on
+/// `advice.parked`, with what is needed to replay it, and the command waits in `reversing`.
+#[tokio::test]
+async fn reversal_past_its_budget_is_parked() {
+    let env = TestEnv::new().await;
+    let mut config = env.config.clone();
+    config.providers.electrum.advice_budget_ms = 1500;
+    let relay = Relay::start(config).await.unwrap();
+    let mut c = Client::new(&env).await;
+    let code = confirmed_voucher(&env, &mut c, "p-1").await;
+    env.electrum
+        .inject(Operation::Redeem, Fault::TimeoutAfterEffect, 1);
+    env.electrum.inject(
+        Operation::RedeemReversal,
+        Fault::ErrorBeforeEffect(503),
+        1000,
+    );
+    env.publish(&redeem("r-1", &code), Some(&c.reply_to), "r-1")
+        .await;
+    let db = env.db().await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let parked: i64 = scalar(&db, "SELECT count(*) FROM advices WHERE state = 'parked'").await;
+        if parked == 1 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never parked");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let parked = env.drain("advice.parked").await;
+    assert_eq!(parked.len(), 1);
+    let record: Value = serde_json::from_slice(&parked[0].delivery.data).unwrap();
+    assert_eq!(record["kind"], "reversal");
+    assert_eq!(record["operation"], "redeem");
+    assert_eq!(record["command_id"], "r-1");
+    assert_eq!(record["body"]["reversalReason"], "TIMEOUT");
+    assert!(record["attempts"].as_i64().unwrap() >= 2);
+    let state: String = scalar(
+        &db,
+        "SELECT state FROM transactions WHERE command_id = 'r-1'",
+    )
+    .await;
+    assert_eq!(
+        state, "reversing",
+        "no outcome is invented for a parked reversal"
+    );
+    relay.stop().await;
+    env.cleanup().await;
+}
+
+/// A reversal in flight while RabbitMQ restarts still completes.
+#[tokio::test]
+async fn reversal_in_flight_survives_a_broker_restart() {
+    let env = TestEnv::exclusive(Default::default()).await;
+    let relay = env.start_relay().await;
+    let mut c = Client::new(&env).await;
+    let code = confirmed_voucher(&env, &mut c, "p-1").await;
+    env.electrum
+        .inject(Operation::Redeem, Fault::TimeoutAfterEffect, 1);
+    env.electrum
+        .inject(Operation::RedeemReversal, Fault::ErrorBeforeEffect(503), 6);
+    let mut cmd = redeem("r-1", &code);
+    cmd["callback_url"] = json!(env.hook_url);
+    env.publish(&cmd, None, "r-1").await;
+    let db = env.db().await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let tried: i64 = scalar(
+            &db,
+            "SELECT COALESCE(max(attempts), 0)::int8 FROM advices WHERE kind = 'reversal'",
+        )
+        .await;
+        if tried >= 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no reversal attempt"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    restart_broker();
+    let hooks = env
+        .hooks_until(Duration::from_secs(120), |h| !h.is_empty())
+        .await;
+    assert_eq!(hooks.len(), 1, "one outcome after the restart");
+    assert_eq!(hooks[0].body["status"], "reversed", "{:?}", hooks[0].body);
+    assert!(hooks[0].signature_ok);
+    let (kind, _, status, attempts) = settled_advices(&env, "r-1").await.remove(0);
+    assert_eq!((kind.as_str(), status), ("reversal", 202));
+    assert!(attempts >= 7, "six 503s then the acceptance: {attempts}");
+    relay.stop().await;
+    env.cleanup().await;
+}
+
+/// A worker killed while its reversal is being repeated: another worker finishes it.
+#[tokio::test]
+async fn reversal_survives_a_killed_worker() {
+    let env = TestEnv::new().await;
+    let mut c = Client::new(&env).await;
+    let mut worker = env.spawn_relay_process().await;
+    let code = confirmed_voucher(&env, &mut c, "p-1").await;
+    env.electrum
+        .inject(Operation::Redeem, Fault::TimeoutAfterEffect, 1);
+    env.electrum
+        .inject(Operation::RedeemReversal, Fault::ErrorBeforeEffect(503), 4);
+    env.publish(&redeem("r-1", &code), Some(&c.reply_to), "r-1")
+        .await;
+    let db = env.db().await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let tried: i64 = scalar(
+            &db,
+            "SELECT COALESCE(max(attempts), 0)::int8 FROM advices WHERE kind = 'reversal'",
+        )
+        .await;
+        if tried >= 2 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no reversal attempt"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    let relay = env.start_relay().await;
+    let (_, o) = next_outcomes(&mut c.replies, 1, Duration::from_secs(120))
+        .await
+        .remove(0);
+    assert_eq!(o.status, Status::Reversed, "{o:?}");
+    relay.stop().await;
+    env.cleanup().await;
+}
+
+/// Single messaging for redemptions: no confirmation is sent (and the sandbox, like
+/// Electrum's test pack, then refuses a refund of the unconfirmed redemption).
+#[tokio::test]
+async fn single_messaging_sends_no_confirmation() {
+    let env = TestEnv::new().await;
+    let mut config = env.config.clone();
+    config
+        .providers
+        .electrum
+        .messaging_by_operation
+        .insert("redeem".into(), voucher_relay::config::Messaging::Single);
+    let relay = Relay::start(config).await.unwrap();
+    let mut c = Client::new(&env).await;
+    let code = confirmed_voucher(&env, &mut c, "p-1").await;
+    let o = c.run(&env, &redeem("r-1", &code)).await;
+    assert_eq!(o.status, Status::Succeeded, "{o:?}");
+    assert!(settled_advices(&env, "r-1").await.is_empty());
+    let o = c
+        .run(
+            &env,
+            &command(
+                "refund",
+                "f-1",
+                json!({"originator": originator(), "voucher_code": code}),
+            ),
+        )
+        .await;
+    assert_eq!(o.status, Status::Declined);
+    assert_eq!(
+        o.error.unwrap().provider_code.as_deref(),
+        Some("REDEMPTION_NOT_CONFIRMED")
+    );
+    relay.stop().await;
+    env.cleanup().await;
+}
+
+/// Bad Electrum commands are rejected with their codes, never sent.
+#[tokio::test]
+async fn bad_electrum_commands_are_rejected() {
+    let env = TestEnv::new().await;
+    let relay = env.start_relay().await;
+    let mut c = Client::new(&env).await;
+    let cases = [
+        (
+            command("redeem", "b-1", json!({"originator": originator()})),
+            "missing_field",
+        ),
+        (
+            command(
+                "provision",
+                "b-2",
+                json!({"originator": originator(), "amount_minor": 10.5, "currency": "710"}),
+            ),
+            "amount_not_integer",
+        ),
+        (
+            command(
+                "provision",
+                "b-3",
+                json!({"originator": {"terminalId": "t"}}),
+            ),
+            "invalid_field",
+        ),
+        (
+            command(
+                "lookup_redemption",
+                "b-4",
+                json!({"request_id": "not-a-uuid"}),
+            ),
+            "invalid_field",
+        ),
+        (command("activate", "b-5", json!({})), "unknown_kind"),
+        (
+            command(
+                "redeem",
+                "b-6",
+                json!({"originator": originator(), "voucher_code": "1", "pin": "1234"}),
+            ),
+            "unknown_param",
+        ),
+    ];
+    for (cmd, code) in cases {
+        let o = c.run(&env, &cmd).await;
+        assert_eq!(o.status, Status::Rejected);
+        assert_eq!(o.error.unwrap().code, code, "{cmd}");
+    }
+    relay.stop().await;
+    env.cleanup().await;
+}
+
+/// Measurement, not a check of speed: with the shipped delay tiers and backoff (2 s doubling,
+/// jittered), how long a reversal waits before each of its attempts. Run with
+/// `cargo test --test it measure_reversal_waits -- --ignored --nocapture` (about a minute).
+#[tokio::test]
+#[ignore]
+async fn measure_reversal_waits_with_shipped_tiers() {
+    let env = TestEnv::new().await;
+    let shipped = voucher_relay::config::Config::from_toml(
+        include_str!("../../queues.toml"),
+        "queues.toml",
+        &std::collections::BTreeMap::from([
+            (
+                "WEBHOOK_SIGNING_SECRET".to_string(),
+                crate::harness::SECRET.to_string(),
+            ),
+            ("CSQ_USER".to_string(), "u".to_string()),
+            ("CSQ_PASSWORD".to_string(), "p".to_string()),
+            ("ELECTRUM_PASSWORD".to_string(), "p".to_string()),
+        ]),
+        true,
+    )
+    .unwrap();
+    let mut config = env.config.clone();
+    config.delay_tiers = shipped.delay_tiers.clone();
+    config.providers.electrum.advice_backoff_base_ms =
+        shipped.providers.electrum.advice_backoff_base_ms;
+    config.providers.electrum.advice_backoff_cap_ms =
+        shipped.providers.electrum.advice_backoff_cap_ms;
+    let relay = Relay::start(config).await.unwrap();
+    let mut c = Client::new(&env).await;
+    let code = confirmed_voucher(&env, &mut c, "p-1").await;
+    env.electrum
+        .inject(Operation::Redeem, Fault::TimeoutAfterEffect, 1);
+    env.electrum
+        .inject(Operation::RedeemReversal, Fault::ErrorBeforeEffect(503), 5);
+    let o = c.run(&env, &redeem("r-1", &code)).await;
+    assert_eq!(o.status, Status::Reversed, "{o:?}");
+    let db = env.db().await;
+    let rows = db
+        .query(
+            "SELECT e.status_code, EXTRACT(EPOCH FROM e.created_at - lag(e.created_at) OVER (ORDER BY e.id))::float8
+             FROM provider_exchanges e JOIN transactions t ON t.id = e.transaction_id
+             WHERE t.command_id = 'r-1' ORDER BY e.id",
+            &[],
+        )
+        .await
+        .unwrap();
+    for (i, r) in rows.iter().enumerate().skip(1) {
+        let status: Option<i32> = r.get(0);
+        let gap: Option<f64> = r.get(1);
+        eprintln!(
+            "reversal attempt {i}: waited {:.2} s, answer {status:?}",
+            gap.unwrap_or(0.0)
+        );
+    }
+    relay.stop().await;
+    env.cleanup().await;
+}
