@@ -47,6 +47,11 @@ enum Cmd {
         #[command(subcommand)]
         action: ProvidersAction,
     },
+    /// Advices (Electrum confirmations and reversals) that used up their retry budget.
+    Advices {
+        #[command(subcommand)]
+        action: AdvicesAction,
+    },
     /// Publish the command(s) in a JSON file.
     Publish {
         file: PathBuf,
@@ -75,6 +80,14 @@ enum Cmd {
 enum ProvidersAction {
     /// Ping every configured provider; exits non-zero if one does not answer.
     Check,
+}
+
+#[derive(Subcommand)]
+enum AdvicesAction {
+    /// Print every parked advice, one JSON line each.
+    Parked,
+    /// Put a parked advice back to work with a fresh retry budget (a running relay sends it).
+    Replay { advice_id: uuid::Uuid },
 }
 
 #[derive(Subcommand)]
@@ -167,6 +180,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = load(false)?;
             providers_check(&config).await
         }
+        Cmd::Advices { action } => {
+            let config = load(false)?;
+            advices(&config, action).await
+        }
         Cmd::Publish { file, wait } => {
             let config = load(false)?;
             let commands = publish::read_file(&file)?;
@@ -201,6 +218,37 @@ async fn providers_check(config: &Config) -> anyhow::Result<()> {
         anyhow::bail!("a provider did not answer its ping")
     }
     Ok(())
+}
+
+/// `advices parked` and `advices replay`.
+async fn advices(config: &Config, action: AdvicesAction) -> anyhow::Result<()> {
+    store::migrate(&config.database).await?;
+    let sealer = voucher_relay::crypto::Sealer::new(&config.secrets.data_key);
+    let db = store::Store::connect(&config.database, sealer).await?;
+    match action {
+        AdvicesAction::Parked => {
+            for advice in db.parked_advices().await? {
+                println!("{advice}");
+            }
+            Ok(())
+        }
+        AdvicesAction::Replay { advice_id } => {
+            let budget = Duration::from_millis(config.providers.electrum.advice_budget_ms);
+            let Some(tx) = db.replay_advice(advice_id, budget).await? else {
+                anyhow::bail!("no parked advice {advice_id}");
+            };
+            // Wake the workers now; without this the sweeper would find it within a minute.
+            let publisher = broker::Publisher::connect(&config.broker.url).await?;
+            let queue = config.name(&config.providers.electrum.advice_queue);
+            let body = serde_json::to_vec(&serde_json::json!({"transaction_id": tx}))?;
+            publisher
+                .publish_routed("", &queue, &body, broker::publisher::json_properties())
+                .await?;
+            publisher.close().await;
+            println!("advice {advice_id} of transaction {tx} is pending again");
+            Ok(())
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -301,3 +301,59 @@ impl Store {
         Ok(out)
     }
 }
+
+impl Store {
+    /// Parked advices, oldest first, for operators: what they are about and why they stopped.
+    pub async fn parked_advices(&self) -> Result<Vec<Value>> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT a.id, a.transaction_id, t.source, t.command_id, a.provider, a.operation,
+                        a.kind, a.request_id, a.reversal_reason, a.attempts, a.last_error,
+                        a.created_at, a.updated_at
+                 FROM advices a JOIN transactions t ON t.id = a.transaction_id
+                 WHERE a.state = 'parked' ORDER BY a.updated_at LIMIT 1000",
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let at = |i: usize| r.get::<_, chrono::DateTime<chrono::Utc>>(i).to_rfc3339();
+                json!({
+                    "advice_id": r.get::<_, Uuid>(0),
+                    "transaction_id": r.get::<_, Uuid>(1),
+                    "source": r.get::<_, String>(2),
+                    "command_id": r.get::<_, String>(3),
+                    "provider": r.get::<_, String>(4),
+                    "operation": r.get::<_, String>(5),
+                    "kind": r.get::<_, String>(6),
+                    "request_id": r.get::<_, Uuid>(7),
+                    "reversal_reason": r.get::<_, Option<String>>(8),
+                    "attempts": r.get::<_, i32>(9),
+                    "last_error": r.get::<_, Option<String>>(10),
+                    "recorded_at": at(11),
+                    "parked_at": at(12),
+                })
+            })
+            .collect())
+    }
+
+    /// Puts a parked advice back to work with a fresh `budget`, due now (same message, same
+    /// `id`: the provider treats it as the repetition it is). Returns its transaction, or
+    /// `None` if no such advice is parked.
+    pub async fn replay_advice(&self, id: Uuid, budget: Duration) -> Result<Option<Uuid>> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                "UPDATE advices SET state = 'pending', next_at = now(),
+                        deadline = now() + make_interval(secs => $2), locked_until = NULL,
+                        locked_by = NULL, enqueued_at = now(), updated_at = now()
+                 WHERE id = $1 AND state = 'parked'
+                 RETURNING transaction_id",
+                &[&id, &budget.as_secs_f64()],
+            )
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+}

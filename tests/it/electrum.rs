@@ -290,8 +290,9 @@ async fn unreceived_redemption_fails_with_the_reason() {
 
 /// A reversal that never gets a final answer is parked when its budget is spent: on
 /// `advice.parked`, with what is needed to replay it, and the command waits in `reversing`.
-#[tokio::test]
-async fn reversal_past_its_budget_is_parked() {
+/// An operator lists it and replays it with the binary; then it completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reversal_past_its_budget_is_parked_and_replayed() {
     let env = TestEnv::new().await;
     let mut config = env.config.clone();
     config.providers.electrum.advice_budget_ms = 1500;
@@ -300,11 +301,9 @@ async fn reversal_past_its_budget_is_parked() {
     let code = confirmed_voucher(&env, &mut c, "p-1").await;
     env.electrum
         .inject(Operation::Redeem, Fault::TimeoutAfterEffect, 1);
-    env.electrum.inject(
-        Operation::RedeemReversal,
-        Fault::ErrorBeforeEffect(503),
-        1000,
-    );
+    // More 503s than attempts fit in the 1.5 s budget (each waits at least one 200 ms tier).
+    env.electrum
+        .inject(Operation::RedeemReversal, Fault::ErrorBeforeEffect(503), 12);
     env.publish(&redeem("r-1", &code), Some(&c.reply_to), "r-1")
         .await;
     let db = env.db().await;
@@ -334,8 +333,41 @@ async fn reversal_past_its_budget_is_parked() {
         state, "reversing",
         "no outcome is invented for a parked reversal"
     );
+
+    let advice_id = record["advice_id"].as_str().unwrap().to_string();
+    let listed = operator(&env, &["advices", "parked"]);
+    assert!(listed.contains(&advice_id), "{listed}");
+    let replayed = operator(&env, &["advices", "replay", &advice_id]);
+    assert!(replayed.contains("pending again"), "{replayed}");
+    let (_, o) = next_outcomes(&mut c.replies, 1, WAIT).await.remove(0);
+    assert_eq!(o.status, Status::Reversed, "after the replay: {o:?}");
+    let (_, _, status, attempts) = settled_advices(&env, "r-1").await.remove(0);
+    assert_eq!(
+        (status, attempts),
+        (202, 13),
+        "twelve 503s then the acceptance"
+    );
     relay.stop().await;
     env.cleanup().await;
+}
+
+/// Runs the binary as an operator would, on this test's configuration; returns its stdout.
+fn operator(env: &TestEnv, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_voucher-relay"))
+        .arg("--config")
+        .arg(env.config_file())
+        .args(args)
+        .env("DATABASE_URL", &env.config.database.url)
+        .env("AMQP_URL", &env.config.broker.url)
+        .output()
+        .expect("binary runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{args:?}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
 }
 
 /// A reversal in flight while RabbitMQ restarts still completes.
@@ -569,6 +601,130 @@ async fn measure_reversal_waits_with_shipped_tiers() {
             gap.unwrap_or(0.0)
         );
     }
+    relay.stop().await;
+    env.cleanup().await;
+}
+
+/// A reversal in flight while PostgreSQL stops and starts again still completes: every
+/// step is retried while its message stays unacked, and the advice row is the truth.
+#[tokio::test]
+async fn reversal_in_flight_survives_a_postgres_restart() {
+    let env = TestEnv::exclusive(Default::default()).await;
+    let relay = env.start_relay().await;
+    let mut c = Client::new(&env).await;
+    let code = confirmed_voucher(&env, &mut c, "p-1").await;
+    env.electrum
+        .inject(Operation::Redeem, Fault::TimeoutAfterEffect, 1);
+    env.electrum
+        .inject(Operation::RedeemReversal, Fault::ErrorBeforeEffect(503), 4);
+    env.publish(&redeem("r-1", &code), Some(&c.reply_to), "r-1")
+        .await;
+    {
+        let db = env.db().await;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let tried: i64 = scalar(
+                &db,
+                "SELECT COALESCE(max(attempts), 0)::int8 FROM advices WHERE kind = 'reversal'",
+            )
+            .await;
+            if tried >= 1 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no reversal attempt"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    restart_postgres();
+    let (_, o) = next_outcomes(&mut c.replies, 1, Duration::from_secs(180))
+        .await
+        .remove(0);
+    assert_eq!(o.status, Status::Reversed, "{o:?}");
+    let (kind, _, status, attempts) = settled_advices(&env, "r-1").await.remove(0);
+    assert_eq!((kind.as_str(), status), ("reversal", 202));
+    assert!(attempts >= 5, "four 503s then the acceptance: {attempts}");
+    relay.stop().await;
+    env.cleanup().await;
+}
+
+/// Stops PostgreSQL for two seconds and starts it again: `pg_ctlcluster` on the newest
+/// installed cluster by default, or the shell command in `POSTGRES_RESTART_CMD`.
+fn restart_postgres() {
+    let command = std::env::var("POSTGRES_RESTART_CMD").unwrap_or_else(|_| {
+        "v=$(ls /etc/postgresql | sort -V | tail -n 1) && \
+         pg_ctlcluster --skip-systemctl-redirect \"$v\" main stop && sleep 2 && \
+         pg_ctlcluster --skip-systemctl-redirect \"$v\" main start"
+            .into()
+    });
+    // The new postmaster must not inherit the test's output pipes.
+    let status = std::process::Command::new("sh")
+        .args(["-c", &command])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("sh runs");
+    assert!(
+        status.success(),
+        "restarting PostgreSQL with `{command}` failed"
+    );
+}
+
+/// `lookup_redemption` of a redemption Electrum is still processing (its answer held): asked
+/// again until the processing deadline, then that redemption is reversed, and the lookup's
+/// outcome is the reversal's.
+#[tokio::test]
+async fn redemption_still_processing_past_the_deadline_is_reversed() {
+    let env = TestEnv::new().await;
+    let mut config = env.config.clone();
+    config.providers.electrum.processing_deadline_ms = 100;
+    let relay = Relay::start(config).await.unwrap();
+    let mut c = Client::new(&env).await;
+    let code = confirmed_voucher(&env, &mut c, "p-1").await;
+    env.electrum
+        .inject(Operation::Redeem, Fault::TimeoutAfterEffect, 1);
+    env.publish(&redeem("r-1", &code), Some(&c.reply_to), "r-1")
+        .await;
+    let db = env.db().await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let request_id: uuid::Uuid = loop {
+        let row = db
+            .query_opt("SELECT id FROM transactions WHERE command_id = 'r-1'", &[])
+            .await
+            .unwrap();
+        if let Some(row) = row {
+            break row.get(0);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "redeem never taken in"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let lookup = command(
+        "lookup_redemption",
+        "lr-1",
+        json!({"request_id": request_id.to_string()}),
+    );
+    env.publish(&lookup, Some(&c.reply_to), "lr-1").await;
+    let mut got = next_outcomes(&mut c.replies, 2, WAIT).await;
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    let (lr, r) = (&got[0], &got[1]);
+    assert_eq!((lr.0.as_str(), r.0.as_str()), ("lr-1", "r-1"));
+    assert_eq!(r.1.status, Status::Reversed, "{:?}", r.1);
+    assert_eq!(lr.1.status, Status::Reversed, "{:?}", lr.1);
+    let result = lr.1.result.as_ref().unwrap();
+    assert_eq!(result["reversal_reason"], "RESPONSE_NOT_FINAL");
+    assert_eq!(result["request_id"], request_id.to_string());
+    let lookups: i64 = scalar(
+        &db,
+        "SELECT count(*) FROM provider_exchanges WHERE operation = 'lookup_redemption'",
+    )
+    .await;
+    assert!(lookups >= 2, "asked again before giving up: {lookups}");
     relay.stop().await;
     env.cleanup().await;
 }
