@@ -211,11 +211,16 @@ pub enum RejectReason {
     InvalidField(String, String),
     UnknownKind(String),
     UnknownProvider(String),
-    RoutingKeyMismatch { routing_key: String, body: String },
+    RoutingKeyMismatch {
+        routing_key: String,
+        body: String,
+    },
     AmountNotInteger(String),
     NegativeAmount(String),
     UnknownParam(String),
     UnknownField(String),
+    /// `(source, command_id)` already names a command of another kind or provider.
+    KeyReused,
 }
 
 impl RejectReason {
@@ -236,6 +241,7 @@ impl RejectReason {
             RejectReason::NegativeAmount(_) => "amount_negative",
             RejectReason::UnknownParam(_) => "unknown_param",
             RejectReason::UnknownField(_) => "unknown_field",
+            RejectReason::KeyReused => "idempotency_key_reused",
         }
     }
 
@@ -262,6 +268,9 @@ impl RejectReason {
             RejectReason::NegativeAmount(f) => format!("the amount {f} must not be negative"),
             RejectReason::UnknownParam(p) => format!("params has an unknown field {p:?}"),
             RejectReason::UnknownField(p) => format!("the command has an unknown field {p:?}"),
+            RejectReason::KeyReused => {
+                "source and command_id already name a command of another kind or provider".into()
+            }
         }
     }
 

@@ -226,6 +226,7 @@ impl ElectrumConfig {
             rate_per_sec: self.rate_per_sec,
             max_processes: self.max_processes,
             concurrency: self.concurrency,
+            max_queue_wait: Duration::from_millis(self.lease_margin_ms / 2),
         }
     }
 }
@@ -239,6 +240,9 @@ pub struct HttpLimits {
     pub rate_per_sec: u32,
     pub max_processes: u32,
     pub concurrency: usize,
+    /// Longest wait for a send slot before a request is given up unsent: half the lease
+    /// margin, so a request is always sent and answered while its lease holds.
+    pub max_queue_wait: Duration,
 }
 
 /// Settings shared by every provider adapter: where it is, how to authenticate, and how hard
@@ -311,6 +315,7 @@ impl ProviderConfig {
             rate_per_sec: self.rate_per_sec,
             max_processes: self.max_processes,
             concurrency: self.concurrency,
+            max_queue_wait: Duration::from_millis(self.lease_margin_ms / 2),
         }
     }
 

@@ -32,6 +32,10 @@ pub enum CallError {
     Refused { status: u16, body: Value },
 }
 
+/// The reason of a [`CallError::Unknown`] that was a timeout (no answer at all), as opposed
+/// to a 5xx or a cut connection.
+pub const TIMED_OUT: &str = "timed out waiting for the answer";
+
 /// One request and its answer, masked, as stored in `provider_exchanges`.
 #[derive(Debug, Clone)]
 pub struct Exchange {
@@ -54,6 +58,7 @@ pub struct ProviderHttp {
     base_url: String,
     limit: Arc<ProviderLimit>,
     in_flight: Arc<Semaphore>,
+    max_queue_wait: Duration,
 }
 
 impl ProviderHttp {
@@ -80,6 +85,7 @@ impl ProviderHttp {
                 pool,
             )),
             in_flight: Arc::new(Semaphore::new(cfg.concurrency)),
+            max_queue_wait: cfg.max_queue_wait,
         })
     }
 
@@ -136,13 +142,34 @@ impl ProviderHttp {
             error: None,
         };
 
-        // Closed only if the process is shutting down; treat as never sent.
-        let Ok(_permit) = self.in_flight.acquire().await else {
-            let err = CallError::NotSent("provider client closed".into());
-            exchange.error = Some(err.to_string());
-            return (Err(err), exchange);
+        // The wait for a free slot is bounded: the caller's lease on the transaction is
+        // running, and a request sent after the lease ran out could overtake the reversal
+        // or resolution another worker started meanwhile. Past the bound, nothing is sent.
+        let queued = tokio::time::timeout(self.max_queue_wait, async {
+            let permit = self.in_flight.acquire().await;
+            if permit.is_ok() {
+                self.limit.wait_turn().await;
+            }
+            permit
+        })
+        .await;
+        let _permit = match queued {
+            Ok(Ok(permit)) => permit,
+            // Closed only if the process is shutting down.
+            Ok(Err(_)) => {
+                let err = CallError::NotSent("provider client closed".into());
+                exchange.error = Some(err.to_string());
+                return (Err(err), exchange);
+            }
+            Err(_) => {
+                let err = CallError::NotSent(format!(
+                    "no send slot within {} ms (rate limit or concurrency cap)",
+                    self.max_queue_wait.as_millis()
+                ));
+                exchange.error = Some(err.to_string());
+                return (Err(err), exchange);
+            }
         };
-        self.limit.wait_turn().await;
 
         let mut target = match reqwest::Url::parse(&url) {
             Ok(u) => u,
@@ -194,13 +221,13 @@ impl ProviderHttp {
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<(u16, Value), (Option<u16>, CallError)> {
-        let response = request.send().await.map_err(|e| (None, classify(&e)))?;
+        let response = request.send().await.map_err(|e| (None, classify(e)))?;
         let status = response.status();
         let code = status.as_u16();
         let bytes = response.bytes().await.map_err(|e| {
             (
                 Some(code),
-                CallError::Unknown(format!("reading the body: {e}")),
+                CallError::Unknown(format!("reading the body: {}", e.without_url())),
             )
         })?;
         let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
@@ -228,11 +255,15 @@ impl ProviderHttp {
 
 /// Connection failures happen before the request leaves; anything later may have been
 /// applied by the provider.
-fn classify(e: &reqwest::Error) -> CallError {
+///
+/// The URL is dropped from the message: its query may hold a voucher code, and the message
+/// reaches logs, the exchange record and outcomes.
+fn classify(e: reqwest::Error) -> CallError {
+    let e = e.without_url();
     if e.is_connect() || e.is_builder() {
         CallError::NotSent(format!("connecting: {e}"))
     } else if e.is_timeout() {
-        CallError::Unknown("timed out waiting for the answer".into())
+        CallError::Unknown(TIMED_OUT.into())
     } else {
         CallError::Unknown(format!("transport: {e}"))
     }

@@ -39,8 +39,9 @@ pub struct NewAdvice<'a> {
 }
 
 /// Records `a` for `transaction_id` inside the caller's database transaction, after every
-/// advice it already has. A confirmation is not recorded once a reversal exists: order
-/// holds per transaction, and "completed" can never follow "undo it". Returns its id.
+/// advice it already has. A confirmation is not recorded once a reversal of the same
+/// provider request exists (whichever transaction recorded it): "completed" can never
+/// follow "undo it". Returns its id.
 pub(crate) async fn insert(
     tx: &Transaction<'_>,
     transaction_id: Uuid,
@@ -54,7 +55,7 @@ pub(crate) async fn insert(
              SELECT $1, $2, COALESCE((SELECT max(seq) FROM advices WHERE transaction_id = $2), 0) + 1,
                     $3, $4, $5, $6, $7, $8, $9, now() + make_interval(secs => $10)
              WHERE $5 <> 'confirmation'
-                OR NOT EXISTS (SELECT 1 FROM advices WHERE transaction_id = $2 AND kind = 'reversal')
+                OR NOT EXISTS (SELECT 1 FROM advices WHERE request_id = $6 AND kind = 'reversal')
              RETURNING id",
             &[
                 &id,
@@ -174,16 +175,30 @@ impl Store {
         })))
     }
 
-    /// Keeps the message as first built, so every repetition sends the same one.
-    pub async fn keep_advice_body(&self, id: Uuid, body: &Value) -> Result<()> {
+    /// Keeps the message as first built, so every repetition sends the same one; returns
+    /// the stored one (another worker's, if it got there first).
+    pub async fn keep_advice_body(&self, id: Uuid, body: &Value) -> Result<Value> {
         let client = self.pool.get().await?;
-        client
-            .execute(
-                "UPDATE advices SET body = COALESCE(body, $2) WHERE id = $1",
+        let row = client
+            .query_one(
+                "UPDATE advices SET body = COALESCE(body, $2) WHERE id = $1 RETURNING body",
                 &[&id, body],
             )
             .await?;
-        Ok(())
+        Ok(row.get(0))
+    }
+
+    /// The relay's own transaction behind a provider request id, if there is one: its
+    /// command id.
+    pub async fn own_request(&self, request_id: Uuid) -> Result<Option<String>> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                "SELECT command_id FROM transactions WHERE id = $1",
+                &[&request_id],
+            )
+            .await?;
+        Ok(row.map(|r| r.get(0)))
     }
 
     /// Not final: try again after `wait`. False if this worker's claim was overtaken.

@@ -106,6 +106,8 @@ pub enum Intake {
     Busy(TxRef),
     /// Finished before: the stored outcome is queued again for this message's target.
     Completed(TxRef),
+    /// The key is taken by a command of another kind or provider: nothing was recorded.
+    Conflict(TxRef),
 }
 
 /// The identifiers a worker needs to act on a transaction.
@@ -355,7 +357,8 @@ impl Store {
 
         let row = tx
             .query_one(
-                "SELECT id, state, local_reference, lease_until > now() AS leased, outcome_sealed
+                "SELECT id, state, local_reference, lease_until > now() AS leased, outcome_sealed,
+                        kind, provider
                  FROM transactions WHERE source = $1 AND command_id = $2 FOR UPDATE",
                 &[&cmd.source, &cmd.command_id],
             )
@@ -366,6 +369,13 @@ impl Store {
         };
         let state = TxState::parse(row.get("state"))?;
         let leased: Option<bool> = row.get("leased");
+        if row.get::<_, &str>("kind") != cmd.action.kind()
+            || row.get::<_, &str>("provider") != cmd.action.provider().as_str()
+        {
+            // The same key for a different operation is a producer's bug: acting on it
+            // would run one command's params under another's transaction.
+            return Ok(Intake::Conflict(r));
+        }
         let result = match state {
             TxState::Completed => {
                 let sealed: Vec<u8> = row.get("outcome_sealed");

@@ -30,8 +30,8 @@ use super::relay::Shared;
 use super::retry::until_done;
 use crate::broker::publisher::json_properties;
 use crate::command::{Outcome, OutcomeError, Status};
-use crate::error::{ErrorClass, RelayError};
-use crate::providers::electrum::mapping::{AdviceVerdict, advice_verdict};
+use crate::error::RelayError;
+use crate::providers::electrum::mapping::{self, AdviceVerdict, advice_verdict};
 use crate::providers::electrum::params::Tender;
 use crate::providers::electrum::{AdviceKind, Operation};
 use crate::store::advices::{AdviceDue, AdviceJob};
@@ -99,18 +99,12 @@ pub async fn handle(shared: Arc<Shared>, delivery: Delivery) {
                 Ok(())
             }
         };
-        let settled = match result {
-            Ok(()) => delivery.ack(BasicAckOptions::default()).await,
-            Err(e) if e.class() == ErrorClass::Retryable => {
-                super::executor::give_back(&delivery, &e).await
-            }
-            Err(e) => {
-                // The advice row is untouched and the sweeper wakes it again; the message
-                // itself carries nothing else.
-                tracing::error!(error = %e, "advice attempt failed; left to the sweeper");
-                delivery.ack(BasicAckOptions::default()).await
-            }
-        };
+        // Always acked: the advice row is the truth, and the sweeper wakes any advice whose
+        // wake-up was lost, so a failed attempt never loops through the dead-letter queue.
+        if let Err(e) = result {
+            tracing::error!(error = %e, class = ?e.class(), "advice attempt failed; the sweeper wakes it again");
+        }
+        let settled = delivery.ack(BasicAckOptions::default()).await;
         if let Err(e) = settled {
             tracing::warn!(error = %e, "could not settle the advice wake-up");
         }
@@ -171,8 +165,7 @@ async fn attempt(shared: &Shared, job: &AdviceJob) -> Result<bool, RelayError> {
             until_done("keep advice body", || {
                 shared.store.keep_advice_body(job.id, &b)
             })
-            .await?;
-            b
+            .await?
         }
     };
     let (answer, exchange) = electrum.send_advice(operation, kind, &body).await;
@@ -194,6 +187,16 @@ async fn attempt(shared: &Shared, job: &AdviceJob) -> Result<bool, RelayError> {
     };
     let reason = match verdict {
         AdviceVerdict::Again(reason) => reason,
+        AdviceVerdict::Refused { status, error_type }
+            if mapping::relay_at_fault(status, error_type.as_deref()) =>
+        {
+            let why = format!(
+                "Electrum refused the relay's own message (HTTP {status} {}): fix the configuration and replay",
+                error_type.as_deref().unwrap_or("")
+            );
+            park(shared, job, &why).await?;
+            return Ok(false);
+        }
         verdict => {
             let outcome = (kind == AdviceKind::Reversal && job.tx_state == TxState::Reversing)
                 .then(|| reversal_outcome(job, &verdict));
@@ -232,22 +235,12 @@ async fn attempt(shared: &Shared, job: &AdviceJob) -> Result<bool, RelayError> {
         }
     };
     if job.past_budget {
-        let record = until_done("park advice", || shared.store.park_advice(job, &reason)).await?;
-        let Some(record) = record else {
-            return Ok(false);
-        };
-        let queue = shared
-            .config
-            .name(&shared.config.providers.electrum.parked_queue);
-        let bytes = serde_json::to_vec(&record).unwrap_or_default();
-        until_done("publish parked advice", || {
-            shared
-                .publisher
-                .publish_routed("", &queue, &bytes, json_properties())
-        })
+        park(
+            shared,
+            job,
+            &format!("retry budget used up; last error: {reason}"),
+        )
         .await?;
-        tracing::error!(advice_id = %job.id, operation = %job.operation, kind = %job.kind, attempts = job.attempt, waited_s = job.age_secs as u64, error = %reason, "advice used its retry budget; parked for operators on advice.parked");
-        metrics::counter!("voucher_advices_parked_total", "provider" => job.provider.clone(), "kind" => job.kind.clone()).increment(1);
         return Ok(false);
     }
     let cfg = &shared.config.providers.electrum;
@@ -266,6 +259,28 @@ async fn attempt(shared: &Shared, job: &AdviceJob) -> Result<bool, RelayError> {
         wake(shared, &job.provider, job.transaction_id, wait).await?;
     }
     Ok(false)
+}
+
+/// Sets an advice aside for operators: the log line and the metric first (so the alert
+/// fires even if what follows fails), then the row, then its full record on `advice.parked`.
+/// `voucher-relay advices parked` lists the row whatever became of the message.
+async fn park(shared: &Shared, job: &AdviceJob, why: &str) -> Result<(), RelayError> {
+    tracing::error!(advice_id = %job.id, operation = %job.operation, kind = %job.kind, attempts = job.attempt, waited_s = job.age_secs as u64, error = %why, "advice parked for operators on advice.parked");
+    metrics::counter!("voucher_advices_parked_total", "provider" => job.provider.clone(), "kind" => job.kind.clone()).increment(1);
+    let record = until_done("park advice", || shared.store.park_advice(job, why)).await?;
+    let Some(record) = record else {
+        return Ok(());
+    };
+    let queue = shared
+        .config
+        .name(&shared.config.providers.electrum.parked_queue);
+    let bytes = serde_json::to_vec(&record).unwrap_or_default();
+    until_done("publish parked advice", || {
+        shared
+            .publisher
+            .publish_routed("", &queue, &bytes, json_properties())
+    })
+    .await
 }
 
 fn verdict_name(v: &AdviceVerdict) -> &'static str {
@@ -293,7 +308,21 @@ fn reversal_outcome(job: &AdviceJob, verdict: &AdviceVerdict) -> Outcome {
             provider_code,
         })
     };
+    let already_reversed = matches!(verdict, AdviceVerdict::Refused { error_type: Some(t), .. } if t.ends_with("_ALREADY_REVERSED"));
     match verdict {
+        // Reversed before (an earlier repetition whose answer was lost): the same end.
+        _ if already_reversed => subject.outcome(
+            Status::Reversed,
+            Some(result),
+            error(
+                "reversed",
+                format!(
+                    "no final answer came for the {}; Electrum had already reversed it",
+                    job.operation
+                ),
+                None,
+            ),
+        ),
         AdviceVerdict::Accepted => subject.outcome(
             Status::Reversed,
             Some(result),

@@ -124,6 +124,20 @@ async fn process(shared: &Shared, delivery: &Delivery) -> Result<(), RelayError>
             metrics::counter!("voucher_duplicates_total").increment(1);
             return Ok(());
         }
+        Intake::Conflict(r) => {
+            tracing::warn!(existing_transaction = %r.id, "idempotency key reused by another kind of command");
+            let rejection = command::Rejection {
+                reason: command::RejectReason::KeyReused,
+                envelope: command::Envelope {
+                    command_id: Some(cmd.command_id.clone()),
+                    source: Some(cmd.source.clone()),
+                    kind: Some(cmd.action.kind().to_string()),
+                    provider: Some(cmd.action.provider().as_str().to_string()),
+                    callback_url: cmd.callback_url.clone(),
+                },
+            };
+            return reject(shared, delivery, &rejection).await;
+        }
         Intake::Busy(r) => {
             span.record("transaction_id", r.id.to_string());
             tracing::info!("another worker holds this command; retrying after a delay");
@@ -390,8 +404,28 @@ async fn execute(
             let Action::ElectrumLookupRedemption(p) = &cmd.action else {
                 return Err(RelayError::Corrupt(format!("{kind} answered 'processing'")));
             };
-            let why = format!("still processing after {attempt} lookups: {reason}");
-            return reverse(shared, r.id, Operation::Redeem.as_str(), p.request_id, &why).await;
+            let own = until_done("own request", || shared.store.own_request(p.request_id)).await?;
+            match own {
+                // The relay's own redemption is decided by its own command (which reverses
+                // it if its answer never came); a lookup must never undo a redemption the
+                // relay reported as succeeded.
+                Some(command_id) => outcome_of(
+                    Status::Failed,
+                    None,
+                    Some(OutcomeError {
+                        code: "still_processing".into(),
+                        message: format!(
+                            "Electrum was still processing after {attempt} lookups; this redemption is the relay's command {command_id:?}, whose outcome decides it"
+                        ),
+                        provider_code: None,
+                    }),
+                ),
+                None => {
+                    let why = format!("still processing after {attempt} lookups: {reason}");
+                    return reverse(shared, r.id, Operation::Redeem.as_str(), p.request_id, &why)
+                        .await;
+                }
+            }
         }
         Step::Unknown(reason) => {
             tracing::error!(reason = %reason, "provider outcome unknown; resolving by query, not sending again");

@@ -542,6 +542,22 @@ async fn bad_electrum_commands_are_rejected() {
         assert_eq!(o.status, Status::Rejected);
         assert_eq!(o.error.unwrap().code, code, "{cmd}");
     }
+    // One key, two operations: the second is refused, the first keeps its outcome.
+    let first = c
+        .run(
+            &env,
+            &command("lookup", "k-1", json!({"voucher_code": "000000000000"})),
+        )
+        .await;
+    assert_eq!(first.status, Status::Declined, "no such voucher: {first:?}");
+    let o = c.run(&env, &redeem("k-1", "000000000000")).await;
+    assert_eq!(o.status, Status::Rejected);
+    assert_eq!(o.error.unwrap().code, "idempotency_key_reused");
+    assert_eq!(
+        env.electrum.stats().calls_of(Operation::Redeem),
+        0,
+        "never sent"
+    );
     relay.stop().await;
     env.cleanup().await;
 }
@@ -673,17 +689,20 @@ fn restart_postgres() {
     );
 }
 
-/// `lookup_redemption` of a redemption Electrum is still processing (its answer held): asked
-/// again until the processing deadline, then that redemption is reversed, and the lookup's
-/// outcome is the reversal's.
+/// `lookup_redemption` of a redemption Electrum is still processing (its answer held) is
+/// asked again until the processing deadline. Then a redemption the relay itself sent is
+/// left to its own command (which reverses it), while one sent by another system of the
+/// same client is reversed by the lookup, whose outcome is the reversal's.
 #[tokio::test]
-async fn redemption_still_processing_past_the_deadline_is_reversed() {
+async fn redemption_still_processing_past_the_deadline() {
     let env = TestEnv::new().await;
     let mut config = env.config.clone();
     config.providers.electrum.processing_deadline_ms = 100;
     let relay = Relay::start(config).await.unwrap();
     let mut c = Client::new(&env).await;
     let code = confirmed_voucher(&env, &mut c, "p-1").await;
+
+    // The relay's own redemption.
     env.electrum
         .inject(Operation::Redeem, Fault::TimeoutAfterEffect, 1);
     env.publish(&redeem("r-1", &code), Some(&c.reply_to), "r-1")
@@ -704,27 +723,59 @@ async fn redemption_still_processing_past_the_deadline_is_reversed() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
-    let lookup = command(
-        "lookup_redemption",
-        "lr-1",
-        json!({"request_id": request_id.to_string()}),
-    );
-    env.publish(&lookup, Some(&c.reply_to), "lr-1").await;
+    let lookup = |id: &str, request_id: uuid::Uuid| {
+        command(
+            "lookup_redemption",
+            id,
+            json!({"request_id": request_id.to_string()}),
+        )
+    };
+    env.publish(&lookup("lr-1", request_id), Some(&c.reply_to), "lr-1")
+        .await;
     let mut got = next_outcomes(&mut c.replies, 2, WAIT).await;
     got.sort_by(|a, b| a.0.cmp(&b.0));
-    let (lr, r) = (&got[0], &got[1]);
-    assert_eq!((lr.0.as_str(), r.0.as_str()), ("lr-1", "r-1"));
-    assert_eq!(r.1.status, Status::Reversed, "{:?}", r.1);
-    assert_eq!(lr.1.status, Status::Reversed, "{:?}", lr.1);
-    let result = lr.1.result.as_ref().unwrap();
-    assert_eq!(result["reversal_reason"], "RESPONSE_NOT_FINAL");
-    assert_eq!(result["request_id"], request_id.to_string());
+    let (lr, r) = (&got[0].1, &got[1].1);
+    assert_eq!(r.status, Status::Reversed, "{r:?}");
+    assert_eq!(lr.status, Status::Failed, "{lr:?}");
+    assert_eq!(lr.error.as_ref().unwrap().code, "still_processing");
     let lookups: i64 = scalar(
         &db,
         "SELECT count(*) FROM provider_exchanges WHERE operation = 'lookup_redemption'",
     )
     .await;
     assert!(lookups >= 2, "asked again before giving up: {lookups}");
+
+    // A redemption another system of the same client sent straight to Electrum.
+    let code = confirmed_voucher(&env, &mut c, "p-2").await;
+    env.electrum
+        .inject(Operation::Redeem, Fault::TimeoutAfterEffect, 1);
+    let foreign = uuid::Uuid::now_v7();
+    let body = json!({
+        "id": foreign, "time": "2026-11-22T10:00:00.000Z", "originator": originator(),
+        "client": {"id": env.config.providers.electrum.client_id, "name": "another POS"},
+        "voucher": {"code": code}
+    });
+    let url = format!("{}/redemptions", env.config.providers.electrum.base_url);
+    let user = env.config.providers.electrum.client_id.clone();
+    let sent = tokio::spawn(async move {
+        let http = reqwest::Client::new();
+        let _ = http
+            .post(url)
+            .basic_auth(user, Some("x"))
+            .json(&body)
+            .timeout(Duration::from_millis(500))
+            .send()
+            .await;
+    });
+    sent.await.unwrap();
+    let o = c.run(&env, &lookup("lr-2", foreign)).await;
+    assert_eq!(o.status, Status::Reversed, "{o:?}");
+    let result = o.result.unwrap();
+    assert_eq!(result["reversal_reason"], "RESPONSE_NOT_FINAL");
+    assert_eq!(result["request_id"], foreign.to_string());
+    // The voucher is free again.
+    let o = c.run(&env, &redeem("r-3", &code)).await;
+    assert_eq!(o.status, Status::Succeeded, "{o:?}");
     relay.stop().await;
     env.cleanup().await;
 }

@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::command::Status;
+use crate::providers::http::TIMED_OUT;
 use crate::providers::{CallError, Step};
 
 /// The `result` of a successful provision, redemption or refund: the request id (which
@@ -104,8 +105,9 @@ pub fn lookup_redemption_step(answer: Result<Value, CallError>, request_id: Uuid
         ),
         Err(CallError::Refused { status, body }) => refused(status, &body),
         // 102 never reaches the client (see the module doc), so a timeout is "processing".
-        Err(CallError::Unknown(reason)) => Step::Processing(reason),
-        Err(CallError::NotSent(reason)) => Step::Retry(reason),
+        // A 5xx or a cut connection says nothing about the redemption: ask again.
+        Err(CallError::Unknown(reason)) if reason == TIMED_OUT => Step::Processing(reason),
+        Err(CallError::Unknown(reason) | CallError::NotSent(reason)) => Step::Retry(reason),
     }
 }
 
@@ -116,6 +118,14 @@ pub fn reversal_reason(why: &str) -> &'static str {
     } else {
         "TIMEOUT"
     }
+}
+
+/// Whether a 4xx answer to an advice means the relay itself is at fault (its message or its
+/// credentials), not that Electrum decided: such an advice is parked for operators to fix
+/// and replay, and no outcome is drawn from it.
+pub fn relay_at_fault(status: u16, error_type: Option<&str>) -> bool {
+    matches!(status, 401 | 403)
+        || matches!(error_type, Some("FORMAT_ERROR" | "AUTHENTICATION_ERROR"))
 }
 
 /// What one advice attempt came to.
@@ -197,6 +207,15 @@ mod tests {
         assert!(matches!(
             financial_step(Err(CallError::Unknown("HTTP 503".into())), id),
             Step::Unknown(_)
+        ));
+        // Only a timeout on a lookup stands for "still processing".
+        assert!(matches!(
+            lookup_redemption_step(Err(CallError::Unknown(TIMED_OUT.into())), id),
+            Step::Processing(_)
+        ));
+        assert!(matches!(
+            lookup_redemption_step(Err(CallError::Unknown("HTTP 503".into())), id),
+            Step::Retry(_)
         ));
         assert_eq!(reversal_reason("HTTP 503"), "RESPONSE_NOT_FINAL");
         assert_eq!(
