@@ -240,7 +240,7 @@ async fn advices(config: &Config, action: AdvicesAction) -> anyhow::Result<()> {
             // Wake the workers now; without this the sweeper would find it within a minute.
             let publisher = broker::Publisher::connect(&config.broker.url).await?;
             let queue = config.name(&config.providers.electrum.advice_queue);
-            let body = serde_json::to_vec(&serde_json::json!({"transaction_id": tx}))?;
+            let body = voucher_relay::workers::poller::wake_up_body(tx);
             publisher
                 .publish_routed("", &queue, &body, broker::publisher::json_properties())
                 .await?;

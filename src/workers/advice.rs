@@ -21,7 +21,7 @@ use std::time::Duration;
 use lapin::message::Delivery;
 use lapin::options::BasicAckOptions;
 use rand::Rng;
-use serde_json::{Value, json};
+use serde_json::json;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -42,7 +42,7 @@ pub async fn kick(shared: &Shared, transaction_id: Uuid) -> Result<(), RelayErro
     let queue = shared
         .config
         .name(&shared.config.providers.electrum.advice_queue);
-    let bytes = body(transaction_id);
+    let bytes = poller::wake_up_body(transaction_id);
     until_done("advice wake-up", || {
         shared
             .publisher
@@ -61,14 +61,10 @@ pub async fn wake(
     poller::publish_delayed(
         shared,
         &format!("{provider}.advice"),
-        &body(transaction_id),
+        &poller::wake_up_body(transaction_id),
         wait,
     )
     .await
-}
-
-fn body(transaction_id: Uuid) -> Vec<u8> {
-    serde_json::to_vec(&json!({"transaction_id": transaction_id})).unwrap_or_default()
 }
 
 /// The wait before attempt `attempt + 1`: the base doubled per attempt up to the cap, then
@@ -83,13 +79,7 @@ pub fn backoff(base: Duration, cap: Duration, attempt: i32) -> Duration {
 
 /// Handles one wake-up delivery.
 pub async fn handle(shared: Arc<Shared>, delivery: Delivery) {
-    let id = serde_json::from_slice::<Value>(&delivery.data)
-        .ok()
-        .and_then(|v| {
-            v.get("transaction_id")
-                .and_then(Value::as_str)
-                .and_then(|s| s.parse::<Uuid>().ok())
-        });
+    let id = poller::woken_transaction(&delivery);
     let span = tracing::error_span!("advice", transaction_id = %id.map(|i| i.to_string()).unwrap_or_default());
     async move {
         let result = match id {

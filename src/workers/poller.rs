@@ -52,8 +52,7 @@ pub async fn wake(
     id: Uuid,
     wait: Duration,
 ) -> Result<(), RelayError> {
-    let body = serde_json::to_vec(&json!({"transaction_id": id})).unwrap_or_default();
-    publish_delayed(shared, &format!("{provider}.poll"), &body, wait).await
+    publish_delayed(shared, &format!("{provider}.poll"), &wake_up_body(id), wait).await
 }
 
 /// Publishes `body` under `routing_key` through the delay tier that brings it back to
@@ -83,15 +82,25 @@ pub async fn publish_delayed(
         .await
 }
 
-/// Handles one wake-up delivery.
-pub async fn handle(shared: Arc<Shared>, delivery: Delivery) {
-    let id = serde_json::from_slice::<Value>(&delivery.data)
+/// A wake-up message for the polls or advices of `id`.
+pub fn wake_up_body(id: Uuid) -> Vec<u8> {
+    serde_json::to_vec(&json!({"transaction_id": id})).unwrap_or_default()
+}
+
+/// The transaction a wake-up message (`{"transaction_id": …}`) is about.
+pub fn woken_transaction(delivery: &Delivery) -> Option<Uuid> {
+    serde_json::from_slice::<Value>(&delivery.data)
         .ok()
         .and_then(|v| {
             v.get("transaction_id")
                 .and_then(Value::as_str)
                 .and_then(|s| s.parse::<Uuid>().ok())
-        });
+        })
+}
+
+/// Handles one wake-up delivery.
+pub async fn handle(shared: Arc<Shared>, delivery: Delivery) {
+    let id = woken_transaction(&delivery);
     let span = tracing::error_span!("poll", transaction_id = %id.map(|i| i.to_string()).unwrap_or_default());
     async move {
         let result = match id {

@@ -10,7 +10,7 @@ use voucher_relay::providers::csq::sandbox::{INITIAL_BALANCE_X100, SandboxOption
 use voucher_relay::ratelimit::ProviderLimit;
 use voucher_relay::store::Store;
 
-use crate::harness::{TestEnv, next_outcomes, purchase, scalar};
+use crate::harness::{TestEnv, next_outcomes, purchase, restart_broker, scalar};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -151,24 +151,6 @@ async fn raffle_result_survives_a_broker_restart() {
     assert!(stats.finished_calls >= 1);
     relay.stop().await;
     env.cleanup().await;
-}
-
-/// Restarts RabbitMQ: `rabbitmqctl stop_app`, `start_app`, `await_startup` by default, or
-/// the shell command in `RABBITMQ_RESTART_CMD` (e.g. `docker compose restart rabbitmq`).
-pub fn restart_broker() {
-    let command = std::env::var("RABBITMQ_RESTART_CMD").unwrap_or_else(|_| {
-        "rabbitmqctl -q stop_app && rabbitmqctl -q start_app && rabbitmqctl -q await_startup --timeout 60"
-            .into()
-    });
-    let status = std::process::Command::new("sh")
-        .args(["-c", &command])
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("sh runs");
-    assert!(
-        status.success(),
-        "restarting RabbitMQ with `{command}` failed"
-    );
 }
 
 /// Two "processes" (two pools, two limiters) reserve slots against one database: the slots

@@ -9,10 +9,12 @@ use voucher_relay::command::{Outcome, Status};
 use voucher_relay::providers::electrum::sandbox::{Fault, Operation};
 use voucher_relay::workers::Relay;
 
-use crate::csq_flows::restart_broker;
-use crate::harness::{TestEnv, next_outcomes, scalar};
+use crate::harness::{TestEnv, next_outcomes, restart_broker, restart_postgres, scalar};
 
 const WAIT: Duration = Duration::from_secs(60);
+/// How many times the test's reversal has been tried so far.
+const REVERSAL_ATTEMPTS: &str =
+    "SELECT COALESCE(max(attempts), 0)::int8 FROM advices WHERE kind = 'reversal'";
 
 fn originator() -> Value {
     json!({
@@ -97,6 +99,15 @@ async fn settled_advices(env: &TestEnv, command_id: &str) -> Vec<(String, String
             "advices of {command_id} never settled"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the number `sql` returns reaches `at_least`.
+async fn until(db: &tokio_postgres::Client, sql: &str, at_least: i64, what: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while scalar::<i64>(db, sql).await < at_least {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -307,15 +318,13 @@ async fn reversal_past_its_budget_is_parked_and_replayed() {
     env.publish(&redeem("r-1", &code), Some(&c.reply_to), "r-1")
         .await;
     let db = env.db().await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let parked: i64 = scalar(&db, "SELECT count(*) FROM advices WHERE state = 'parked'").await;
-        if parked == 1 {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "never parked");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until(
+        &db,
+        "SELECT count(*) FROM advices WHERE state = 'parked'",
+        1,
+        "never parked",
+    )
+    .await;
     let parked = env.drain("advice.parked").await;
     assert_eq!(parked.len(), 1);
     let record: Value = serde_json::from_slice(&parked[0].delivery.data).unwrap();
@@ -385,22 +394,7 @@ async fn reversal_in_flight_survives_a_broker_restart() {
     cmd["callback_url"] = json!(env.hook_url);
     env.publish(&cmd, None, "r-1").await;
     let db = env.db().await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let tried: i64 = scalar(
-            &db,
-            "SELECT COALESCE(max(attempts), 0)::int8 FROM advices WHERE kind = 'reversal'",
-        )
-        .await;
-        if tried >= 1 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no reversal attempt"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until(&db, REVERSAL_ATTEMPTS, 1, "no reversal attempt").await;
     restart_broker();
     let hooks = env
         .hooks_until(Duration::from_secs(120), |h| !h.is_empty())
@@ -429,22 +423,7 @@ async fn reversal_survives_a_killed_worker() {
     env.publish(&redeem("r-1", &code), Some(&c.reply_to), "r-1")
         .await;
     let db = env.db().await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let tried: i64 = scalar(
-            &db,
-            "SELECT COALESCE(max(attempts), 0)::int8 FROM advices WHERE kind = 'reversal'",
-        )
-        .await;
-        if tried >= 2 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no reversal attempt"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until(&db, REVERSAL_ATTEMPTS, 2, "no reversal attempt").await;
     worker.kill().unwrap();
     worker.wait().unwrap();
     let relay = env.start_relay().await;
@@ -637,22 +616,7 @@ async fn reversal_in_flight_survives_a_postgres_restart() {
         .await;
     {
         let db = env.db().await;
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let tried: i64 = scalar(
-                &db,
-                "SELECT COALESCE(max(attempts), 0)::int8 FROM advices WHERE kind = 'reversal'",
-            )
-            .await;
-            if tried >= 1 {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no reversal attempt"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        until(&db, REVERSAL_ATTEMPTS, 1, "no reversal attempt").await;
     }
     restart_postgres();
     let (_, o) = next_outcomes(&mut c.replies, 1, Duration::from_secs(180))
@@ -664,29 +628,6 @@ async fn reversal_in_flight_survives_a_postgres_restart() {
     assert!(attempts >= 5, "four 503s then the acceptance: {attempts}");
     relay.stop().await;
     env.cleanup().await;
-}
-
-/// Stops PostgreSQL for two seconds and starts it again: `pg_ctlcluster` on the newest
-/// installed cluster by default, or the shell command in `POSTGRES_RESTART_CMD`.
-fn restart_postgres() {
-    let command = std::env::var("POSTGRES_RESTART_CMD").unwrap_or_else(|_| {
-        "v=$(ls /etc/postgresql | sort -V | tail -n 1) && \
-         pg_ctlcluster --skip-systemctl-redirect \"$v\" main stop && sleep 2 && \
-         pg_ctlcluster --skip-systemctl-redirect \"$v\" main start"
-            .into()
-    });
-    // The new postmaster must not inherit the test's output pipes.
-    let status = std::process::Command::new("sh")
-        .args(["-c", &command])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("sh runs");
-    assert!(
-        status.success(),
-        "restarting PostgreSQL with `{command}` failed"
-    );
 }
 
 /// `lookup_redemption` of a redemption Electrum is still processing (its answer held) is
@@ -708,21 +649,10 @@ async fn redemption_still_processing_past_the_deadline() {
     env.publish(&redeem("r-1", &code), Some(&c.reply_to), "r-1")
         .await;
     let db = env.db().await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let request_id: uuid::Uuid = loop {
-        let row = db
-            .query_opt("SELECT id FROM transactions WHERE command_id = 'r-1'", &[])
-            .await
-            .unwrap();
-        if let Some(row) = row {
-            break row.get(0);
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "redeem never taken in"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let taken_in = "SELECT count(*) FROM transactions WHERE command_id = 'r-1'";
+    until(&db, taken_in, 1, "redeem never taken in").await;
+    let request_id: uuid::Uuid =
+        scalar(&db, "SELECT id FROM transactions WHERE command_id = 'r-1'").await;
     let lookup = |id: &str, request_id: uuid::Uuid| {
         command(
             "lookup_redemption",
@@ -775,6 +705,42 @@ async fn redemption_still_processing_past_the_deadline() {
     assert_eq!(result["request_id"], foreign.to_string());
     // The voucher is free again.
     let o = c.run(&env, &redeem("r-3", &code)).await;
+    assert_eq!(o.status, Status::Succeeded, "{o:?}");
+    relay.stop().await;
+    env.cleanup().await;
+}
+
+/// Dual messaging under faults: the provision's outcome goes out at once, and its
+/// confirmation is repeated through three 503s until Electrum accepts it; only then is the
+/// voucher redeemable.
+#[tokio::test]
+async fn confirmation_is_repeated_until_accepted() {
+    let env = TestEnv::new().await;
+    let relay = env.start_relay().await;
+    let mut c = Client::new(&env).await;
+    env.electrum.inject(
+        Operation::ProvisionConfirmation,
+        Fault::ErrorBeforeEffect(503),
+        3,
+    );
+    let o = c.run(&env, &provision("p-1")).await;
+    assert_eq!(o.status, Status::Succeeded, "{o:?}");
+    let code = o.result.unwrap()["voucher"]["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        settled_advices(&env, "p-1").await,
+        vec![("confirmation".into(), "provision".into(), 202, 4)]
+    );
+    let db = env.db().await;
+    let body: Value = scalar(&db, "SELECT body FROM advices").await;
+    assert_eq!(
+        body["tenders"][0]["amount"],
+        json!({"amount": 1000, "currency": "710"})
+    );
+    assert!(body.get("reversalReason").is_none());
+    let o = c.run(&env, &redeem("r-1", &code)).await;
     assert_eq!(o.status, Status::Succeeded, "{o:?}");
     relay.stop().await;
     env.cleanup().await;

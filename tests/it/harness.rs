@@ -529,3 +529,37 @@ pub fn purchase(command_id: &str, operator: i32, callback: Option<&str>) -> Valu
         }
     })
 }
+
+/// Restarts RabbitMQ: `rabbitmqctl stop_app`, `start_app`, `await_startup` by default, or
+/// the shell command in `RABBITMQ_RESTART_CMD` (e.g. `docker compose restart rabbitmq`).
+pub fn restart_broker() {
+    restart(
+        "RABBITMQ_RESTART_CMD",
+        "rabbitmqctl -q stop_app && rabbitmqctl -q start_app && rabbitmqctl -q await_startup --timeout 60",
+    );
+}
+
+/// Stops PostgreSQL for two seconds and starts it again: `pg_ctlcluster` on the newest
+/// installed cluster by default, or the shell command in `POSTGRES_RESTART_CMD`.
+pub fn restart_postgres() {
+    restart(
+        "POSTGRES_RESTART_CMD",
+        "v=$(ls /etc/postgresql | sort -V | tail -n 1) && \
+         pg_ctlcluster --skip-systemctl-redirect \"$v\" main stop && sleep 2 && \
+         pg_ctlcluster --skip-systemctl-redirect \"$v\" main start",
+    );
+}
+
+/// Runs the restart command in `var`, or `default`. A restarted server must not inherit
+/// the test's output pipes, or the test run would never end.
+fn restart(var: &str, default: &str) {
+    let command = std::env::var(var).unwrap_or_else(|_| default.into());
+    let status = std::process::Command::new("sh")
+        .args(["-c", &command])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("sh runs");
+    assert!(status.success(), "`{command}` failed");
+}
