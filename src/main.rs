@@ -67,12 +67,15 @@ enum Cmd {
     },
     /// Measure end-to-end throughput and latency of purchases against the sandbox.
     Bench {
-        /// How many purchases to publish.
+        /// How many commands to publish.
         #[arg(long, default_value_t = 2000)]
         commands: usize,
         /// The provider rate limit to run at, in requests per second.
         #[arg(long, default_value_t = 1000)]
         rate: u32,
+        /// Which provider to drive: CSQ purchases or Electrum provisions.
+        #[arg(long, value_enum, default_value_t = demo::bench::Target::Csq)]
+        provider: demo::bench::Target,
     },
 }
 
@@ -190,7 +193,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             publish::run(&config, commands, wait.map(Duration::from_secs)).await
         }
         Cmd::Demo { commands } => demo::run(&cli.config, commands).await,
-        Cmd::Bench { commands, rate } => demo::bench::run(&cli.config, commands, rate).await,
+        Cmd::Bench {
+            commands,
+            rate,
+            provider,
+        } => demo::bench::run(&cli.config, commands, rate, provider).await,
     }
 }
 

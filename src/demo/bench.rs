@@ -1,7 +1,8 @@
-//! `voucher-relay bench`: how fast the relay carries purchases end to end.
+//! `voucher-relay bench`: how fast the relay carries commands end to end.
 //!
-//! Publishes `commands` purchases (operator 1001) as fast as the broker confirms them, with
-//! the provider rate limit raised to `rate`, and measures each one from publish to its AMQP
+//! Publishes `commands` CSQ purchases (operator 1001) or Electrum provisions (each followed
+//! by its dual-messaging confirmation) as fast as the broker confirms them, with the
+//! provider rate limit raised to `rate`, and measures each one from publish to its AMQP
 //! reply. Prints throughput and latency percentiles. Speed is measured here, never asserted
 //! in a test.
 
@@ -17,8 +18,20 @@ use crate::broker::{Publisher, publisher::json_properties};
 use crate::providers::csq::sandbox::{OPERATOR_OK, SandboxOptions};
 use crate::telemetry;
 
+/// Which provider the benchmark drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Target {
+    Csq,
+    Electrum,
+}
+
 /// Runs the benchmark and prints its figures.
-pub async fn run(config_path: &Path, commands: usize, rate: u32) -> anyhow::Result<()> {
+pub async fn run(
+    config_path: &Path,
+    commands: usize,
+    rate: u32,
+    target: Target,
+) -> anyhow::Result<()> {
     telemetry::init_logging("off");
     let commands = commands.max(1);
     let env = DemoEnv::new();
@@ -30,6 +43,8 @@ pub async fn run(config_path: &Path, commands: usize, rate: u32) -> anyhow::Resu
         |c| {
             c.providers.csq.rate_per_sec = rate.max(1);
             c.providers.csq.concurrency = 64;
+            c.providers.electrum.rate_per_sec = rate.max(1);
+            c.providers.electrum.concurrency = 64;
             c.broker.prefetch = 64;
         },
     )
@@ -38,27 +53,40 @@ pub async fn run(config_path: &Path, commands: usize, rate: u32) -> anyhow::Resu
     let publisher = Publisher::connect(&config.broker.url).await?;
     let exchange = config.name(&config.broker.commands_exchange);
     let source = format!("bench-{}", chrono::Utc::now().format("%Y%m%d%H%M%S%3f"));
-    println!("voucher-relay bench: {commands} purchases, provider limit {rate}/s, prefetch 64");
+    let (what, routing_key) = match target {
+        Target::Csq => ("CSQ purchases", "purchase.csq"),
+        Target::Electrum => (
+            "Electrum provisions (+ confirmations)",
+            "provision.electrum",
+        ),
+    };
+    println!("voucher-relay bench: {commands} {what}, provider limit {rate}/s, prefetch 64");
 
     let started = Instant::now();
     let mut sent_at = HashMap::with_capacity(commands);
     for i in 0..commands {
         let id = format!("b-{i:06}");
-        let body = json!({
-            "command_id": id, "source": source, "kind": "purchase", "provider": "csq",
-            "params": {"terminal_id": 1, "operator_id": OPERATOR_OK, "amount_to_send_x100": 1000}
-        });
+        let body = match target {
+            Target::Csq => json!({
+                "command_id": id, "source": source, "kind": "purchase", "provider": "csq",
+                "params": {"terminal_id": 1, "operator_id": OPERATOR_OK, "amount_to_send_x100": 1000}
+            }),
+            Target::Electrum => json!({
+                "command_id": id, "source": source, "kind": "provision", "provider": "electrum",
+                "params": {"originator": {
+                    "institution": {"id": "11111111", "name": "Bench Shop"},
+                    "terminalId": "bench01",
+                    "merchant": {"merchantType": "4444", "merchantId": "bench",
+                        "merchantName": {"name": "Bench Shop", "city": "Cape Town", "region": "WP", "country": "ZA"}}
+                }, "amount_minor": 1000, "currency": "710"}
+            }),
+        };
         let props = json_properties()
             .with_reply_to(rig.replies.name.as_str().into())
             .with_correlation_id(id.as_str().into());
         sent_at.insert(id, Instant::now());
         publisher
-            .publish(
-                &exchange,
-                "purchase.csq",
-                &serde_json::to_vec(&body)?,
-                props,
-            )
+            .publish(&exchange, routing_key, &serde_json::to_vec(&body)?, props)
             .await?;
     }
     let published = started.elapsed();
@@ -83,7 +111,21 @@ pub async fn run(config_path: &Path, commands: usize, rate: u32) -> anyhow::Resu
         }
     }
     let elapsed = started.elapsed();
-    let sold = rig.csq.stats().purchases_applied;
+    let effects = match target {
+        Target::Csq => format!(
+            "vouchers sold by the sandbox: {}",
+            rig.csq.stats().purchases_applied
+        ),
+        Target::Electrum => {
+            use crate::providers::electrum::sandbox::Operation;
+            let stats = rig.electrum.stats();
+            format!(
+                "vouchers provisioned by the sandbox: {}, confirmations accepted: {}",
+                stats.effects_of(Operation::Provision),
+                stats.effects_of(Operation::ProvisionConfirmation)
+            )
+        }
+    };
     rig.stop().await;
 
     latencies.sort();
@@ -111,7 +153,7 @@ pub async fn run(config_path: &Path, commands: usize, rate: u32) -> anyhow::Resu
         pct(99).as_secs_f64() * 1e3,
         latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3
     );
-    println!("vouchers sold by the sandbox: {sold}");
+    println!("{effects}");
     if latencies.len() < commands {
         anyhow::bail!("{} outcomes never arrived", commands - latencies.len());
     }
