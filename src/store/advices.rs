@@ -354,14 +354,15 @@ impl Store {
             .collect())
     }
 
-    /// Puts a parked advice back to work with a fresh `budget`, due now (same message, same
-    /// `id`: the provider treats it as the repetition it is). Returns its transaction, or
-    /// `None` if no such advice is parked.
+    /// Puts a parked advice back to work with a fresh `budget` and a fresh backoff, due now
+    /// (same message, same `id`: the provider treats it as the repetition it is; every
+    /// earlier attempt stays in `provider_exchanges`). Returns its transaction, or `None` if
+    /// no such advice is parked.
     pub async fn replay_advice(&self, id: Uuid, budget: Duration) -> Result<Option<Uuid>> {
         let client = self.pool.get().await?;
         let row = client
             .query_opt(
-                "UPDATE advices SET state = 'pending', next_at = now(),
+                "UPDATE advices SET state = 'pending', next_at = now(), attempts = 0,
                         deadline = now() + make_interval(secs => $2), locked_until = NULL,
                         locked_by = NULL, enqueued_at = now(), updated_at = now()
                  WHERE id = $1 AND state = 'parked'
