@@ -582,6 +582,12 @@ fn check_limits(key: &str, l: &HttpLimits) -> Result<(), ConfigError> {
             "must be at least 1",
         ));
     }
+    if l.max_queue_wait < Duration::from_millis(500) {
+        return Err(ConfigError::invalid(
+            format!("{key}.lease_margin_ms"),
+            "must be at least 1000: half of it is the longest wait for a send slot",
+        ));
+    }
     if l.request_timeout.is_zero() || l.connect_timeout.is_zero() {
         return Err(ConfigError::invalid(
             format!("{key}.*_timeout_ms"),

@@ -90,7 +90,13 @@ enum AdvicesAction {
     /// Print every parked advice, one JSON line each.
     Parked,
     /// Put a parked advice back to work with a fresh retry budget (a running relay sends it).
-    Replay { advice_id: uuid::Uuid },
+    Replay {
+        advice_id: uuid::Uuid,
+        /// Build the message anew (after Electrum refused it as malformed and the relay was
+        /// fixed); by default the stored message is repeated unchanged.
+        #[arg(long)]
+        rebuild: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -229,7 +235,6 @@ async fn providers_check(config: &Config) -> anyhow::Result<()> {
 
 /// `advices parked` and `advices replay`.
 async fn advices(config: &Config, action: AdvicesAction) -> anyhow::Result<()> {
-    store::migrate(&config.database).await?;
     let sealer = voucher_relay::crypto::Sealer::new(&config.secrets.data_key);
     let db = store::Store::connect(&config.database, sealer).await?;
     match action {
@@ -239,23 +244,32 @@ async fn advices(config: &Config, action: AdvicesAction) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        AdvicesAction::Replay { advice_id } => {
+        AdvicesAction::Replay { advice_id, rebuild } => {
             let budget = Duration::from_millis(config.providers.electrum.advice_budget_ms);
-            let Some(tx) = db.replay_advice(advice_id, budget).await? else {
+            let Some(tx) = db.replay_advice(advice_id, budget, rebuild).await? else {
                 anyhow::bail!("no parked advice {advice_id}");
             };
-            // Wake the workers now; without this the sweeper would find it within a minute.
-            let publisher = broker::Publisher::connect(&config.broker.url).await?;
-            let queue = config.name(&config.providers.electrum.advice_queue);
-            let body = voucher_relay::workers::poller::wake_up_body(tx);
-            publisher
-                .publish_routed("", &queue, &body, broker::publisher::json_properties())
-                .await?;
-            publisher.close().await;
             println!("advice {advice_id} of transaction {tx} is pending again");
+            // Wake the workers now; without this the sweeper finds it within about a minute.
+            if let Err(e) = wake_advice(config, tx).await {
+                eprintln!(
+                    "warning: could not wake the relay ({e}); its sweeper will send the advice within about a minute"
+                );
+            }
             Ok(())
         }
     }
+}
+
+async fn wake_advice(config: &Config, tx: uuid::Uuid) -> anyhow::Result<()> {
+    let publisher = broker::Publisher::connect(&config.broker.url).await?;
+    let queue = config.name(&config.providers.electrum.advice_queue);
+    let body = voucher_relay::workers::poller::wake_up_body(tx);
+    let sent = publisher
+        .publish_routed("", &queue, &body, broker::publisher::json_properties())
+        .await;
+    publisher.close().await;
+    Ok(sent?)
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -41,39 +41,47 @@ impl ProviderLimit {
         }
     }
 
-    /// Waits for this process's turn to send one request.
-    pub async fn wait_turn(&self) {
-        match self.reserve().await {
-            Ok(wait) => {
+    /// Waits for this process's turn to send one request, if that turn comes within
+    /// `max_wait`; false (and no slot taken) if it would not.
+    pub async fn wait_turn(&self, max_wait: Duration) -> bool {
+        match self.reserve(max_wait).await {
+            Ok(Some(wait)) => {
                 if !wait.is_zero() {
                     tokio::time::sleep(wait).await;
                 }
+                true
             }
+            Ok(None) => false,
             Err(e) => {
                 tracing::warn!(provider = self.provider, error = %e, "global rate limit unavailable; limiting this process alone");
-                self.local.until_ready().await;
+                // Cancelling before the limiter is ready takes nothing from it.
+                tokio::time::timeout(max_wait, self.local.until_ready())
+                    .await
+                    .is_ok()
             }
         }
     }
 
-    /// Reserves the next global slot; returns how long to wait for it.
-    pub async fn reserve(&self) -> anyhow::Result<Duration> {
+    /// Reserves the next global slot if it is at most `max_wait` away; returns how long to
+    /// wait for it, or `None` without taking a slot. Never taking a slot it would not use
+    /// keeps a backlog from pushing every later slot out of reach.
+    pub async fn reserve(&self, max_wait: Duration) -> anyhow::Result<Option<Duration>> {
         let Some(pool) = &self.pool else {
             anyhow::bail!("no database for the global limit");
         };
         let client = tokio::time::timeout(Duration::from_secs(2), pool.get()).await??;
         let secs = self.interval.as_secs_f64();
         let row = client
-            .query_one(
+            .query_opt(
                 "INSERT INTO rate_limits AS r (provider, next_free)
                  VALUES ($1, clock_timestamp() + make_interval(secs => $2))
                  ON CONFLICT (provider) DO UPDATE
                      SET next_free = GREATEST(r.next_free, clock_timestamp()) + make_interval(secs => $2)
+                     WHERE GREATEST(r.next_free, clock_timestamp()) <= clock_timestamp() + make_interval(secs => $3)
                  RETURNING EXTRACT(EPOCH FROM (r.next_free - make_interval(secs => $2) - clock_timestamp()))::float8",
-                &[&self.provider, &secs],
+                &[&self.provider, &secs, &max_wait.as_secs_f64()],
             )
             .await?;
-        let wait: f64 = row.get(0);
-        Ok(Duration::from_secs_f64(wait.max(0.0)))
+        Ok(row.map(|r| Duration::from_secs_f64(r.get::<_, f64>(0).max(0.0))))
     }
 }

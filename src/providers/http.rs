@@ -144,32 +144,30 @@ impl ProviderHttp {
 
         // The wait for a free slot is bounded: the caller's lease on the transaction is
         // running, and a request sent after the lease ran out could overtake the reversal
-        // or resolution another worker started meanwhile. Past the bound, nothing is sent.
-        let queued = tokio::time::timeout(self.max_queue_wait, async {
-            let permit = self.in_flight.acquire().await;
-            if permit.is_ok() {
-                self.limit.wait_turn().await;
-            }
-            permit
-        })
-        .await;
-        let _permit = match queued {
-            Ok(Ok(permit)) => permit,
+        // or resolution another worker started meanwhile. Past the bound, nothing is sent
+        // (and no rate-limit slot is taken).
+        let queued_at = Instant::now();
+        let permit = tokio::time::timeout(self.max_queue_wait, self.in_flight.acquire()).await;
+        let left = self.max_queue_wait.saturating_sub(queued_at.elapsed());
+        let refusal = match &permit {
             // Closed only if the process is shutting down.
-            Ok(Err(_)) => {
-                let err = CallError::NotSent("provider client closed".into());
-                exchange.error = Some(err.to_string());
-                return (Err(err), exchange);
-            }
-            Err(_) => {
-                let err = CallError::NotSent(format!(
+            Ok(Err(_)) => Some("provider client closed".to_string()),
+            Ok(Ok(_)) if self.limit.wait_turn(left).await => None,
+            _ => {
+                metrics::counter!("voucher_send_slot_timeouts_total", "provider" => self.name)
+                    .increment(1);
+                Some(format!(
                     "no send slot within {} ms (rate limit or concurrency cap)",
                     self.max_queue_wait.as_millis()
-                ));
-                exchange.error = Some(err.to_string());
-                return (Err(err), exchange);
+                ))
             }
         };
+        if let Some(why) = refusal {
+            let err = CallError::NotSent(why);
+            exchange.error = Some(err.to_string());
+            return (Err(err), exchange);
+        }
+        let _permit = permit;
 
         let mut target = match reqwest::Url::parse(&url) {
             Ok(u) => u,

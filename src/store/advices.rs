@@ -358,16 +358,24 @@ impl Store {
     /// (same message, same `id`: the provider treats it as the repetition it is; every
     /// earlier attempt stays in `provider_exchanges`). Returns its transaction, or `None` if
     /// no such advice is parked.
-    pub async fn replay_advice(&self, id: Uuid, budget: Duration) -> Result<Option<Uuid>> {
+    /// With `rebuild`, the stored message is dropped and built anew at the next attempt (for
+    /// a message Electrum refused as malformed, which it never recorded).
+    pub async fn replay_advice(
+        &self,
+        id: Uuid,
+        budget: Duration,
+        rebuild: bool,
+    ) -> Result<Option<Uuid>> {
         let client = self.pool.get().await?;
         let row = client
             .query_opt(
                 "UPDATE advices SET state = 'pending', next_at = now(), attempts = 0,
+                        body = CASE WHEN $3 THEN NULL ELSE body END,
                         deadline = now() + make_interval(secs => $2), locked_until = NULL,
                         locked_by = NULL, enqueued_at = now(), updated_at = now()
                  WHERE id = $1 AND state = 'parked'
                  RETURNING transaction_id",
-                &[&id, &budget.as_secs_f64()],
+                &[&id, &budget.as_secs_f64(), &rebuild],
             )
             .await?;
         Ok(row.map(|r| r.get(0)))

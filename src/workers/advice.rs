@@ -31,7 +31,7 @@ use super::retry::until_done;
 use crate::broker::publisher::json_properties;
 use crate::command::{Outcome, OutcomeError, Status};
 use crate::error::RelayError;
-use crate::providers::electrum::mapping::{self, AdviceVerdict, advice_verdict};
+use crate::providers::electrum::mapping::{self, AdviceVerdict, RelayFault, advice_verdict};
 use crate::providers::electrum::params::Tender;
 use crate::providers::electrum::{AdviceKind, Operation};
 use crate::store::advices::{AdviceDue, AdviceJob};
@@ -107,7 +107,9 @@ pub async fn handle(shared: Arc<Shared>, delivery: Delivery) {
 /// Sends the transaction's advices in order, for as long as each is answered finally.
 pub async fn run(shared: &Shared, transaction_id: Uuid) -> Result<(), RelayError> {
     let cfg = &shared.config.providers.electrum;
-    let lease = Duration::from_millis(cfg.request_timeout_ms) * 2 + Duration::from_secs(30);
+    // Owned for as long as one send can take, the wait for a send slot included (at most
+    // half the margin), so no other worker repeats the advice meanwhile.
+    let lease = Duration::from_millis(cfg.request_timeout_ms * 2 + cfg.lease_margin_ms);
     loop {
         let job = match until_done("claim advice", || {
             shared.store.claim_advice(transaction_id, lease)
@@ -175,14 +177,21 @@ async fn attempt(shared: &Shared, job: &AdviceJob) -> Result<bool, RelayError> {
             "{msg}"
         );
     };
+    let fault = match &verdict {
+        AdviceVerdict::Refused { status, error_type } => {
+            mapping::relay_fault(*status, error_type.as_deref())
+        }
+        _ => None,
+    };
     let reason = match verdict {
         AdviceVerdict::Again(reason) => reason,
-        AdviceVerdict::Refused { status, error_type }
-            if mapping::relay_at_fault(status, error_type.as_deref()) =>
-        {
+        AdviceVerdict::Refused { status, .. } if fault == Some(RelayFault::Credentials) => {
+            tracing::error!(advice_id = %job.id, status, "Electrum refused the relay's credentials; check client_id and ELECTRUM_PASSWORD (the advice is repeated meanwhile)");
+            format!("credentials refused (HTTP {status})")
+        }
+        AdviceVerdict::Refused { status, .. } if fault == Some(RelayFault::Message) => {
             let why = format!(
-                "Electrum refused the relay's own message (HTTP {status} {}): fix the configuration and replay",
-                error_type.as_deref().unwrap_or("")
+                "Electrum refused the relay's message as malformed (HTTP {status} FORMAT_ERROR): fix the relay, then `advices replay --rebuild`"
             );
             park(shared, job, &why).await?;
             return Ok(false);
@@ -259,6 +268,7 @@ async fn park(shared: &Shared, job: &AdviceJob, why: &str) -> Result<(), RelayEr
     metrics::counter!("voucher_advices_parked_total", "provider" => job.provider.clone(), "kind" => job.kind.clone()).increment(1);
     let record = until_done("park advice", || shared.store.park_advice(job, why)).await?;
     let Some(record) = record else {
+        tracing::warn!(advice_id = %job.id, "not parked after all: another worker took the advice over");
         return Ok(());
     };
     let queue = shared
@@ -361,6 +371,57 @@ fn reversal_outcome(job: &AdviceJob, verdict: &AdviceVerdict) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn job() -> AdviceJob {
+        AdviceJob {
+            id: Uuid::now_v7(),
+            transaction_id: Uuid::now_v7(),
+            token: Uuid::now_v7(),
+            provider: "electrum".into(),
+            operation: "redeem".into(),
+            kind: "reversal".into(),
+            request_id: Uuid::now_v7(),
+            reversal_reason: Some("TIMEOUT".into()),
+            tender: None,
+            body: None,
+            attempt: 3,
+            past_budget: false,
+            age_secs: 1.0,
+            tx_state: TxState::Reversing,
+            command_id: "c-1".into(),
+            source: "pos-1".into(),
+            tx_kind: "redeem".into(),
+        }
+    }
+
+    #[test]
+    fn a_reversals_final_answer_makes_the_outcome() {
+        let refused = |t: &str| AdviceVerdict::Refused {
+            status: 400,
+            error_type: Some(t.into()),
+        };
+        let cases = [
+            (AdviceVerdict::Accepted, Status::Reversed, "reversed"),
+            (AdviceVerdict::NotFound, Status::Failed, "not_received"),
+            (
+                refused("REDEMPTION_ALREADY_CONFIRMED"),
+                Status::Failed,
+                "reversal_refused",
+            ),
+            (
+                refused("REDEMPTION_ALREADY_REVERSED"),
+                Status::Reversed,
+                "reversed",
+            ),
+        ];
+        for (verdict, status, code) in cases {
+            let o = reversal_outcome(&job(), &verdict);
+            assert_eq!(o.status, status, "{verdict:?}");
+            assert_eq!(o.error.unwrap().code, code, "{verdict:?}");
+            assert_eq!(o.kind, "redeem");
+            assert_eq!(o.command_id.as_deref(), Some("c-1"));
+        }
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap_with_jitter() {

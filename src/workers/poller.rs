@@ -26,8 +26,6 @@ use crate::shutdown::Shutdown;
 use crate::store::polls::{Due, PollPlan, Purpose};
 use crate::store::transactions::TxState;
 
-/// How long a worker owns a poll it is running.
-const POLL_LEASE: Duration = Duration::from_secs(60);
 /// A poll this late has lost its wake-up message.
 const OVERDUE: Duration = Duration::from_secs(60);
 /// How often the sweeper looks for lost wake-ups.
@@ -216,7 +214,10 @@ pub async fn start_waiting(
 }
 
 async fn run(shared: &Shared, id: Uuid) -> Result<(), RelayError> {
-    let job = match until_done("claim poll", || shared.store.claim_poll(id, POLL_LEASE)).await? {
+    // Owned for as long as one provider call can take, queueing included (see `lease`).
+    let csq = &shared.config.providers.csq;
+    let lease = csq.request_timeout() * 2 + Duration::from_millis(csq.lease_margin_ms);
+    let job = match until_done("claim poll", || shared.store.claim_poll(id, lease)).await? {
         Due::Now(job) => job,
         Due::Later(wait) => return wake(shared, "csq", id, wait).await,
         Due::Gone => return Ok(()),

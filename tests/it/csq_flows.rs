@@ -106,7 +106,7 @@ async fn products_balance_and_dynamic_purchases() {
 
 /// A raffle ticket is issued (progress event), the broker restarts while the relay waits
 /// for the draw, and the result still arrives as `raffle.resolved`.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raffle_result_survives_a_broker_restart() {
     let env = TestEnv::exclusive(SandboxOptions {
         draw_delay: Duration::from_secs(6),
@@ -133,7 +133,7 @@ async fn raffle_result_survives_a_broker_restart() {
         .unwrap()
         .to_string();
 
-    restart_broker();
+    tokio::task::spawn_blocking(restart_broker).await.unwrap();
 
     let hooks = env
         .hooks_until(Duration::from_secs(120), |h| h.len() >= 2)
@@ -174,8 +174,17 @@ async fn rate_limit_is_global_across_processes() {
     let n = 20;
     for i in 0..n {
         let limit = if i % 2 == 0 { &limit_a } else { &limit_b };
-        limit.reserve().await.unwrap();
+        let slot = limit.reserve(Duration::from_secs(60)).await.unwrap();
+        assert!(slot.is_some(), "a slot within a minute");
     }
+    // A slot further away than the caller will wait is not taken.
+    assert!(
+        limit_a
+            .reserve(Duration::from_secs(1))
+            .await
+            .unwrap()
+            .is_none()
+    );
     // Every reservation, from either process, took one interval of one shared timeline:
     // however the calls interleave, the next free slot is at least n intervals after t0.
     let next_free: f64 = scalar(

@@ -383,7 +383,7 @@ fn operator(env: &TestEnv, args: &[&str]) -> String {
 }
 
 /// A reversal in flight while RabbitMQ restarts still completes.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reversal_in_flight_survives_a_broker_restart() {
     let env = TestEnv::exclusive(Default::default()).await;
     let relay = env.start_relay().await;
@@ -398,7 +398,8 @@ async fn reversal_in_flight_survives_a_broker_restart() {
     env.publish(&cmd, None, "r-1").await;
     let db = env.db().await;
     until(&db, REVERSAL_ATTEMPTS, 1, "no reversal attempt").await;
-    restart_broker();
+    // The relay keeps running (and retrying) while the broker is away.
+    tokio::task::spawn_blocking(restart_broker).await.unwrap();
     let hooks = env
         .hooks_until(Duration::from_secs(120), |h| !h.is_empty())
         .await;
@@ -605,7 +606,7 @@ async fn measure_reversal_waits_with_shipped_tiers() {
 
 /// A reversal in flight while PostgreSQL stops and starts again still completes: every
 /// step is retried while its message stays unacked, and the advice row is the truth.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reversal_in_flight_survives_a_postgres_restart() {
     let env = TestEnv::exclusive(Default::default()).await;
     let relay = env.start_relay().await;
@@ -621,7 +622,8 @@ async fn reversal_in_flight_survives_a_postgres_restart() {
         let db = env.db().await;
         until(&db, REVERSAL_ATTEMPTS, 1, "no reversal attempt").await;
     }
-    restart_postgres();
+    // The relay keeps running (and retrying) while PostgreSQL is away.
+    tokio::task::spawn_blocking(restart_postgres).await.unwrap();
     let (_, o) = next_outcomes(&mut c.replies, 1, Duration::from_secs(180))
         .await
         .remove(0);
@@ -745,6 +747,49 @@ async fn confirmation_is_repeated_until_accepted() {
     assert!(body.get("reversalReason").is_none());
     let o = c.run(&env, &redeem("r-1", &code)).await;
     assert_eq!(o.status, Status::Succeeded, "{o:?}");
+    relay.stop().await;
+    env.cleanup().await;
+}
+
+/// Electrum refusing the relay's credentials is the relay's fault, not an answer about the
+/// request: the reversal is repeated (never settled or parked), and once a relay with the
+/// right client id runs, it completes.
+#[tokio::test]
+async fn refused_credentials_keep_the_reversal_going() {
+    let env = TestEnv::new().await;
+    let relay = env.start_relay().await;
+    let mut c = Client::new(&env).await;
+    let code = confirmed_voucher(&env, &mut c, "p-1").await;
+    env.electrum
+        .inject(Operation::Redeem, Fault::TimeoutAfterEffect, 1);
+    // Holds the reversal back until the misconfigured relay takes over.
+    env.electrum
+        .inject(Operation::RedeemReversal, Fault::ErrorBeforeEffect(503), 1);
+    env.publish(&redeem("r-1", &code), Some(&c.reply_to), "r-1")
+        .await;
+    let db = env.db().await;
+    until(&db, REVERSAL_ATTEMPTS, 1, "no reversal attempt").await;
+    relay.stop().await;
+
+    let mut wrong = env.config.clone();
+    wrong.providers.electrum.client_id = "99999999".into();
+    let relay = Relay::start(wrong).await.unwrap();
+    let refused = "SELECT count(*) FROM provider_exchanges
+                   WHERE operation = 'redeem_reversal' AND response->>'errorType' = 'AUTHENTICATION_ERROR'";
+    until(
+        &db,
+        refused,
+        2,
+        "the wrong credentials were never refused twice",
+    )
+    .await;
+    relay.stop().await;
+    let state: String = scalar(&db, "SELECT state FROM advices WHERE kind = 'reversal'").await;
+    assert_eq!(state, "pending", "neither settled nor parked");
+
+    let relay = env.start_relay().await;
+    let (_, o) = next_outcomes(&mut c.replies, 1, WAIT).await.remove(0);
+    assert_eq!(o.status, Status::Reversed, "{o:?}");
     relay.stop().await;
     env.cleanup().await;
 }

@@ -5,7 +5,6 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::command::Status;
-use crate::providers::http::TIMED_OUT;
 use crate::providers::{CallError, Step};
 
 /// The `result` of a successful provision, redemption or refund: the request id (which
@@ -104,10 +103,11 @@ pub fn lookup_redemption_step(answer: Result<Value, CallError>, request_id: Uuid
             None,
         ),
         Err(CallError::Refused { status, body }) => refused(status, &body),
-        // 102 never reaches the client (see the module doc), so a timeout is "processing".
-        // A 5xx or a cut connection says nothing about the redemption: ask again.
-        Err(CallError::Unknown(reason)) if reason == TIMED_OUT => Step::Processing(reason),
-        Err(CallError::Unknown(reason) | CallError::NotSent(reason)) => Step::Retry(reason),
+        // 102 never reaches the client (see the module doc), so a timeout is "processing";
+        // a 5xx or a cut connection leaves the redemption just as unknown, on the same
+        // schedule and deadline.
+        Err(CallError::Unknown(reason)) => Step::Processing(reason),
+        Err(CallError::NotSent(reason)) => Step::Retry(reason),
     }
 }
 
@@ -120,12 +120,24 @@ pub fn reversal_reason(why: &str) -> &'static str {
     }
 }
 
-/// Whether a 4xx answer to an advice means the relay itself is at fault (its message or its
-/// credentials), not that Electrum decided: such an advice is parked for operators to fix
-/// and replay, and no outcome is drawn from it.
-pub fn relay_at_fault(status: u16, error_type: Option<&str>) -> bool {
-    matches!(status, 401 | 403)
-        || matches!(error_type, Some("FORMAT_ERROR" | "AUTHENTICATION_ERROR"))
+/// A 4xx answer to an advice that says the relay itself is at fault, not that Electrum
+/// decided anything about the request: no outcome is drawn from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayFault {
+    /// Credentials refused (401, 403, `AUTHENTICATION_ERROR`): repeated on the usual
+    /// schedule, with an error log, so it goes through once the credentials are fixed.
+    Credentials,
+    /// The message refused (`FORMAT_ERROR`): repeating it cannot help; parked for
+    /// operators (`advices replay --rebuild` sends it rebuilt by a fixed relay).
+    Message,
+}
+
+pub fn relay_fault(status: u16, error_type: Option<&str>) -> Option<RelayFault> {
+    match (status, error_type) {
+        (401 | 403, _) | (_, Some("AUTHENTICATION_ERROR")) => Some(RelayFault::Credentials),
+        (_, Some("FORMAT_ERROR")) => Some(RelayFault::Message),
+        _ => None,
+    }
 }
 
 /// What one advice attempt came to.
@@ -164,6 +176,7 @@ pub fn advice_verdict(answer: &Result<Value, CallError>, status: Option<u16>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::http::TIMED_OUT;
 
     #[test]
     fn advice_answers_are_final_unless_5xx_or_unsent() {
@@ -208,13 +221,13 @@ mod tests {
             financial_step(Err(CallError::Unknown("HTTP 503".into())), id),
             Step::Unknown(_)
         ));
-        // Only a timeout on a lookup stands for "still processing".
+        // A lookup that gets no answer says "still processing"; one never sent is retried.
         assert!(matches!(
             lookup_redemption_step(Err(CallError::Unknown(TIMED_OUT.into())), id),
             Step::Processing(_)
         ));
         assert!(matches!(
-            lookup_redemption_step(Err(CallError::Unknown("HTTP 503".into())), id),
+            lookup_redemption_step(Err(CallError::NotSent("refused".into())), id),
             Step::Retry(_)
         ));
         assert_eq!(reversal_reason("HTTP 503"), "RESPONSE_NOT_FINAL");
