@@ -226,7 +226,7 @@ impl ElectrumConfig {
             rate_per_sec: self.rate_per_sec,
             max_processes: self.max_processes,
             concurrency: self.concurrency,
-            max_queue_wait: Duration::from_millis(self.lease_margin_ms / 2),
+            lease_margin: Duration::from_millis(self.lease_margin_ms),
         }
     }
 }
@@ -240,9 +240,22 @@ pub struct HttpLimits {
     pub rate_per_sec: u32,
     pub max_processes: u32,
     pub concurrency: usize,
-    /// Longest wait for a send slot before a request is given up unsent: half the lease
-    /// margin, so a request is always sent and answered while its lease holds.
-    pub max_queue_wait: Duration,
+    /// `lease_margin_ms`: what a lease adds to two request timeouts.
+    pub lease_margin: Duration,
+}
+
+impl HttpLimits {
+    /// How long a worker owns what it is sending (a transaction, a poll, an advice): two
+    /// request timeouts plus the margin, which covers the wait for a send slot.
+    pub fn lease(&self) -> Duration {
+        self.request_timeout * 2 + self.lease_margin
+    }
+
+    /// Longest wait for a send slot before a request is given up unsent: half the margin,
+    /// so a request is always sent and answered while its lease holds.
+    pub fn max_queue_wait(&self) -> Duration {
+        self.lease_margin / 2
+    }
 }
 
 /// Settings shared by every provider adapter: where it is, how to authenticate, and how hard
@@ -315,7 +328,7 @@ impl ProviderConfig {
             rate_per_sec: self.rate_per_sec,
             max_processes: self.max_processes,
             concurrency: self.concurrency,
-            max_queue_wait: Duration::from_millis(self.lease_margin_ms / 2),
+            lease_margin: Duration::from_millis(self.lease_margin_ms),
         }
     }
 
@@ -582,7 +595,7 @@ fn check_limits(key: &str, l: &HttpLimits) -> Result<(), ConfigError> {
             "must be at least 1",
         ));
     }
-    if l.max_queue_wait < Duration::from_millis(500) {
+    if l.max_queue_wait() < Duration::from_millis(500) {
         return Err(ConfigError::invalid(
             format!("{key}.lease_margin_ms"),
             "must be at least 1000: half of it is the longest wait for a send slot",

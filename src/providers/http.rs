@@ -85,7 +85,7 @@ impl ProviderHttp {
                 pool,
             )),
             in_flight: Arc::new(Semaphore::new(cfg.concurrency)),
-            max_queue_wait: cfg.max_queue_wait,
+            max_queue_wait: cfg.max_queue_wait(),
         })
     }
 

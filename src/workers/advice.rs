@@ -107,9 +107,8 @@ pub async fn handle(shared: Arc<Shared>, delivery: Delivery) {
 /// Sends the transaction's advices in order, for as long as each is answered finally.
 pub async fn run(shared: &Shared, transaction_id: Uuid) -> Result<(), RelayError> {
     let cfg = &shared.config.providers.electrum;
-    // Owned for as long as one send can take, the wait for a send slot included (at most
-    // half the margin), so no other worker repeats the advice meanwhile.
-    let lease = Duration::from_millis(cfg.request_timeout_ms * 2 + cfg.lease_margin_ms);
+    // No other worker repeats the advice while this one may still be sending it.
+    let lease = cfg.limits().lease();
     loop {
         let job = match until_done("claim advice", || {
             shared.store.claim_advice(transaction_id, lease)

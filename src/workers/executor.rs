@@ -238,19 +238,16 @@ pub fn reversal_budget(shared: &Shared) -> Duration {
     Duration::from_millis(shared.config.providers.electrum.advice_budget_ms)
 }
 
-/// How long a worker owns a transaction it is sending: twice the request timeout plus a
-/// margin for the rate limiter. Only a redelivery (the owner's channel died) looks at it; a
-/// lease that runs out under a live owner costs a resolution poll or a reversal, never a
-/// second purchase.
+/// How long a worker owns a transaction it is sending ([`HttpLimits::lease`]). Only a
+/// redelivery (the owner's channel died) looks at it; a lease that runs out under a live
+/// owner costs a resolution poll or a reversal, never a second purchase.
+///
+/// [`HttpLimits::lease`]: crate::config::HttpLimits::lease
 pub fn lease(shared: &Shared, cmd: &Command) -> Duration {
     let p = &shared.config.providers;
     match cmd.action.provider() {
-        crate::command::Provider::Csq => {
-            p.csq.request_timeout() * 2 + Duration::from_millis(p.csq.lease_margin_ms)
-        }
-        crate::command::Provider::Electrum => {
-            Duration::from_millis(p.electrum.request_timeout_ms * 2 + p.electrum.lease_margin_ms)
-        }
+        crate::command::Provider::Csq => p.csq.limits().lease(),
+        crate::command::Provider::Electrum => p.electrum.limits().lease(),
     }
 }
 

@@ -214,9 +214,7 @@ pub async fn start_waiting(
 }
 
 async fn run(shared: &Shared, id: Uuid) -> Result<(), RelayError> {
-    // Owned for as long as one provider call can take, queueing included (see `lease`).
-    let csq = &shared.config.providers.csq;
-    let lease = csq.request_timeout() * 2 + Duration::from_millis(csq.lease_margin_ms);
+    let lease = shared.config.providers.csq.limits().lease();
     let job = match until_done("claim poll", || shared.store.claim_poll(id, lease)).await? {
         Due::Now(job) => job,
         Due::Later(wait) => return wake(shared, "csq", id, wait).await,
