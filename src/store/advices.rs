@@ -38,6 +38,30 @@ pub struct NewAdvice<'a> {
     pub budget: Duration,
 }
 
+impl<'a> NewAdvice<'a> {
+    /// The reversal of `request_id` (the `operation` request), with Electrum's
+    /// `reversal_reason` and what the relay saw (`detail`).
+    pub fn reversal(
+        provider: &'a str,
+        operation: &'a str,
+        request_id: Uuid,
+        reversal_reason: &'a str,
+        detail: &'a str,
+        budget: Duration,
+    ) -> NewAdvice<'a> {
+        NewAdvice {
+            provider,
+            operation,
+            kind: REVERSAL,
+            request_id,
+            reversal_reason: Some(reversal_reason),
+            detail: Some(detail),
+            tender: None,
+            budget,
+        }
+    }
+}
+
 /// Records `a` for `transaction_id` inside the caller's database transaction, after every
 /// advice it already has. A confirmation is not recorded once a reversal of the same
 /// provider request exists (whichever transaction recorded it): "completed" can never

@@ -262,25 +262,8 @@ async fn lost_worker(
 ) -> Result<TxState> {
     let detail = "lease expired; the worker is gone";
     if provider == "electrum" {
-        transition(
-            tx,
-            id,
-            TxState::Sending,
-            TxState::Reversing,
-            json!({"reason": detail}),
-        )
-        .await?;
-        let advice = NewAdvice {
-            provider,
-            operation: kind,
-            kind: advices::REVERSAL,
-            request_id: id,
-            reversal_reason: Some("TIMEOUT"),
-            detail: Some(detail),
-            tender: None,
-            budget: reversal_budget,
-        };
-        advices::insert(tx, id, &advice).await?;
+        let advice = NewAdvice::reversal(provider, kind, id, "TIMEOUT", detail, reversal_budget);
+        reverse_in(tx, id, TxState::Sending, &advice).await?;
         Ok(TxState::Reversing)
     } else {
         transition(
@@ -294,6 +277,28 @@ async fn lost_worker(
         polls::schedule(tx, id, resolve).await?;
         Ok(TxState::Unknown)
     }
+}
+
+/// `from -> reversing` with its reversal advice, inside the caller's database transaction.
+/// False (and nothing recorded) if the transaction was not in `from`.
+async fn reverse_in(
+    tx: &Transaction<'_>,
+    id: Uuid,
+    from: TxState,
+    advice: &NewAdvice<'_>,
+) -> Result<bool> {
+    let moved = transition(
+        tx,
+        id,
+        from,
+        TxState::Reversing,
+        json!({"reason": advice.detail, "reversal_reason": advice.reversal_reason}),
+    )
+    .await?;
+    if moved {
+        advices::insert(tx, id, advice).await?;
+    }
+    Ok(moved)
 }
 
 impl Store {
@@ -618,17 +623,7 @@ impl Store {
     ) -> Result<bool> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let moved = transition(
-            &tx,
-            id,
-            from,
-            TxState::Reversing,
-            json!({"reason": advice.detail, "reversal_reason": advice.reversal_reason}),
-        )
-        .await?;
-        if moved {
-            advices::insert(&tx, id, advice).await?;
-        }
+        let moved = reverse_in(&tx, id, from, advice).await?;
         tx.commit().await?;
         Ok(moved)
     }

@@ -295,16 +295,14 @@ async fn reverse(
     let reason = mapping::reversal_reason(why);
     tracing::error!(reason = %why, reversal_reason = reason, "provider outcome unknown; reversing it (store-and-forward)");
     metrics::counter!("voucher_unknown_outcomes_total", "provider" => "electrum").increment(1);
-    let advice = NewAdvice {
-        provider: "electrum",
+    let advice = NewAdvice::reversal(
+        "electrum",
         operation,
-        kind: advices::REVERSAL,
         request_id,
-        reversal_reason: Some(reason),
-        detail: Some(why),
-        tender: None,
-        budget: reversal_budget(shared),
-    };
+        reason,
+        why,
+        reversal_budget(shared),
+    );
     until_done("start reversal", || {
         shared.store.start_reversal(id, TxState::Sending, &advice)
     })
