@@ -263,11 +263,7 @@ async fn advices(config: &Config, action: AdvicesAction) -> anyhow::Result<()> {
 
 async fn wake_advice(config: &Config, tx: uuid::Uuid) -> anyhow::Result<()> {
     let publisher = broker::Publisher::connect(&config.broker.url).await?;
-    let queue = config.name(&config.providers.electrum.advice_queue);
-    let body = voucher_relay::workers::poller::wake_up_body(tx);
-    let sent = publisher
-        .publish_routed("", &queue, &body, broker::publisher::json_properties())
-        .await;
+    let sent = voucher_relay::workers::advice::publish_wake_up(&publisher, config, tx).await;
     publisher.close().await;
     Ok(sent?)
 }

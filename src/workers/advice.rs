@@ -28,8 +28,10 @@ use uuid::Uuid;
 use super::poller;
 use super::relay::Shared;
 use super::retry::until_done;
+use crate::broker::Publisher;
 use crate::broker::publisher::json_properties;
 use crate::command::{Outcome, OutcomeError, Status};
+use crate::config::Config;
 use crate::error::RelayError;
 use crate::providers::electrum::mapping::{self, AdviceVerdict, RelayFault, advice_verdict};
 use crate::providers::electrum::params::Tender;
@@ -37,18 +39,27 @@ use crate::providers::electrum::{AdviceKind, Operation};
 use crate::store::advices::{AdviceDue, AdviceJob};
 use crate::store::transactions::TxState;
 
-/// Publishes a wake-up for the advices of `transaction_id` that is delivered at once.
+/// Publishes a wake-up for the advices of `transaction_id` that is delivered at once,
+/// retrying while the broker is away.
 pub async fn kick(shared: &Shared, transaction_id: Uuid) -> Result<(), RelayError> {
-    let queue = shared
-        .config
-        .name(&shared.config.providers.electrum.advice_queue);
-    let bytes = poller::wake_up_body(transaction_id);
     until_done("advice wake-up", || {
-        shared
-            .publisher
-            .publish_routed("", &queue, &bytes, json_properties())
+        publish_wake_up(&shared.publisher, &shared.config, transaction_id)
     })
     .await
+}
+
+/// One attempt at the immediate wake-up, straight to the advice queue; also what
+/// `voucher-relay advices replay` sends to a running relay.
+pub async fn publish_wake_up(
+    publisher: &Publisher,
+    config: &Config,
+    transaction_id: Uuid,
+) -> Result<(), RelayError> {
+    let queue = config.name(&config.providers.electrum.advice_queue);
+    let body = poller::wake_up_body(transaction_id);
+    publisher
+        .publish_routed("", &queue, &body, json_properties())
+        .await
 }
 
 /// Publishes a wake-up that arrives after about `wait`, through the delay tiers.
