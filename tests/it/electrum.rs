@@ -111,6 +111,20 @@ async fn until(db: &tokio_postgres::Client, sql: &str, at_least: i64, what: &str
     }
 }
 
+/// The next redemption times out after the sandbox applied it, and its reversal is then
+/// answered 503 `reversal_503s` times before the real answer.
+fn time_out_next_redemption(env: &TestEnv, reversal_503s: u32) {
+    env.electrum
+        .inject(Operation::Redeem, Fault::TimeoutAfterEffect, 1);
+    if reversal_503s > 0 {
+        env.electrum.inject(
+            Operation::RedeemReversal,
+            Fault::ErrorBeforeEffect(503),
+            reversal_503s,
+        );
+    }
+}
+
 /// Provisions a voucher, waits for its confirmation, and returns its code.
 async fn confirmed_voucher(env: &TestEnv, client: &mut Client, id: &str) -> String {
     let o = client.run(env, &provision(id)).await;
@@ -211,10 +225,7 @@ async fn timed_out_redemption_is_reversed_through_five_503s() {
     let relay = env.start_relay().await;
     let mut c = Client::new(&env).await;
     let code = confirmed_voucher(&env, &mut c, "p-1").await;
-    env.electrum
-        .inject(Operation::Redeem, Fault::TimeoutAfterEffect, 1);
-    env.electrum
-        .inject(Operation::RedeemReversal, Fault::ErrorBeforeEffect(503), 5);
+    time_out_next_redemption(&env, 5);
 
     let o = c.run(&env, &redeem("r-1", &code)).await;
     assert_eq!(o.status, Status::Reversed, "{o:?}");
@@ -310,11 +321,8 @@ async fn reversal_past_its_budget_is_parked_and_replayed() {
     let relay = Relay::start(config).await.unwrap();
     let mut c = Client::new(&env).await;
     let code = confirmed_voucher(&env, &mut c, "p-1").await;
-    env.electrum
-        .inject(Operation::Redeem, Fault::TimeoutAfterEffect, 1);
     // More 503s than attempts fit in the 1.5 s budget (each waits at least one 200 ms tier).
-    env.electrum
-        .inject(Operation::RedeemReversal, Fault::ErrorBeforeEffect(503), 12);
+    time_out_next_redemption(&env, 12);
     env.publish(&redeem("r-1", &code), Some(&c.reply_to), "r-1")
         .await;
     let db = env.db().await;
@@ -389,10 +397,7 @@ async fn reversal_in_flight_survives_a_broker_restart() {
     let relay = env.start_relay().await;
     let mut c = Client::new(&env).await;
     let code = confirmed_voucher(&env, &mut c, "p-1").await;
-    env.electrum
-        .inject(Operation::Redeem, Fault::TimeoutAfterEffect, 1);
-    env.electrum
-        .inject(Operation::RedeemReversal, Fault::ErrorBeforeEffect(503), 6);
+    time_out_next_redemption(&env, 6);
     let mut cmd = redeem("r-1", &code);
     cmd["callback_url"] = json!(env.hook_url);
     env.publish(&cmd, None, "r-1").await;
@@ -420,10 +425,7 @@ async fn reversal_survives_a_killed_worker() {
     let mut c = Client::new(&env).await;
     let mut worker = env.spawn_relay_process().await;
     let code = confirmed_voucher(&env, &mut c, "p-1").await;
-    env.electrum
-        .inject(Operation::Redeem, Fault::TimeoutAfterEffect, 1);
-    env.electrum
-        .inject(Operation::RedeemReversal, Fault::ErrorBeforeEffect(503), 4);
+    time_out_next_redemption(&env, 4);
     env.publish(&redeem("r-1", &code), Some(&c.reply_to), "r-1")
         .await;
     let db = env.db().await;
@@ -576,10 +578,7 @@ async fn measure_reversal_waits_with_shipped_tiers() {
     let relay = Relay::start(config).await.unwrap();
     let mut c = Client::new(&env).await;
     let code = confirmed_voucher(&env, &mut c, "p-1").await;
-    env.electrum
-        .inject(Operation::Redeem, Fault::TimeoutAfterEffect, 1);
-    env.electrum
-        .inject(Operation::RedeemReversal, Fault::ErrorBeforeEffect(503), 5);
+    time_out_next_redemption(&env, 5);
     let o = c.run(&env, &redeem("r-1", &code)).await;
     assert_eq!(o.status, Status::Reversed, "{o:?}");
     let db = env.db().await;
@@ -612,10 +611,7 @@ async fn reversal_in_flight_survives_a_postgres_restart() {
     let relay = env.start_relay().await;
     let mut c = Client::new(&env).await;
     let code = confirmed_voucher(&env, &mut c, "p-1").await;
-    env.electrum
-        .inject(Operation::Redeem, Fault::TimeoutAfterEffect, 1);
-    env.electrum
-        .inject(Operation::RedeemReversal, Fault::ErrorBeforeEffect(503), 4);
+    time_out_next_redemption(&env, 4);
     env.publish(&redeem("r-1", &code), Some(&c.reply_to), "r-1")
         .await;
     {
@@ -649,8 +645,7 @@ async fn redemption_still_processing_past_the_deadline() {
     let code = confirmed_voucher(&env, &mut c, "p-1").await;
 
     // The relay's own redemption.
-    env.electrum
-        .inject(Operation::Redeem, Fault::TimeoutAfterEffect, 1);
+    time_out_next_redemption(&env, 0);
     env.publish(&redeem("r-1", &code), Some(&c.reply_to), "r-1")
         .await;
     let db = env.db().await;
@@ -682,8 +677,7 @@ async fn redemption_still_processing_past_the_deadline() {
 
     // A redemption another system of the same client sent straight to Electrum.
     let code = confirmed_voucher(&env, &mut c, "p-2").await;
-    env.electrum
-        .inject(Operation::Redeem, Fault::TimeoutAfterEffect, 1);
+    time_out_next_redemption(&env, 0);
     let foreign = uuid::Uuid::now_v7();
     let body = json!({
         "id": foreign, "time": "2026-11-22T10:00:00.000Z", "originator": originator(),
@@ -760,11 +754,8 @@ async fn refused_credentials_keep_the_reversal_going() {
     let relay = env.start_relay().await;
     let mut c = Client::new(&env).await;
     let code = confirmed_voucher(&env, &mut c, "p-1").await;
-    env.electrum
-        .inject(Operation::Redeem, Fault::TimeoutAfterEffect, 1);
     // Holds the reversal back until the misconfigured relay takes over.
-    env.electrum
-        .inject(Operation::RedeemReversal, Fault::ErrorBeforeEffect(503), 1);
+    time_out_next_redemption(&env, 1);
     env.publish(&redeem("r-1", &code), Some(&c.reply_to), "r-1")
         .await;
     let db = env.db().await;
