@@ -220,7 +220,6 @@ impl ElectrumConfig {
 
     pub fn limits(&self) -> HttpLimits {
         HttpLimits {
-            base_url: self.base_url.clone(),
             connect_timeout: Duration::from_millis(self.connect_timeout_ms),
             request_timeout: Duration::from_millis(self.request_timeout_ms),
             rate_per_sec: self.rate_per_sec,
@@ -231,10 +230,10 @@ impl ElectrumConfig {
     }
 }
 
-/// What the shared HTTP path needs of any provider's settings.
-#[derive(Debug, Clone)]
+/// How hard the shared HTTP path may push a provider, and how long its work is owned. Plain
+/// numbers, so reading them (once per command for the lease) allocates nothing.
+#[derive(Debug, Clone, Copy)]
 pub struct HttpLimits {
-    pub base_url: String,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub rate_per_sec: u32,
@@ -322,7 +321,6 @@ impl ProviderConfig {
 
     pub fn limits(&self) -> HttpLimits {
         HttpLimits {
-            base_url: self.base_url.clone(),
             connect_timeout: self.connect_timeout(),
             request_timeout: self.request_timeout(),
             rate_per_sec: self.rate_per_sec,
@@ -535,9 +533,10 @@ impl Config {
                 ));
             }
         }
-        check_limits("providers.csq", &self.providers.csq.limits())?;
+        let csq = &self.providers.csq;
+        check_limits("providers.csq", &csq.base_url, &csq.limits())?;
         let electrum = &self.providers.electrum;
-        check_limits("providers.electrum", &electrum.limits())?;
+        check_limits("providers.electrum", &electrum.base_url, &electrum.limits())?;
         if electrum.client_id.is_empty() {
             return Err(ConfigError::invalid(
                 "providers.electrum.client_id",
@@ -582,8 +581,8 @@ impl Config {
 }
 
 /// The checks every provider's HTTP settings pass.
-fn check_limits(key: &str, l: &HttpLimits) -> Result<(), ConfigError> {
-    if !l.base_url.starts_with("http://") && !l.base_url.starts_with("https://") {
+fn check_limits(key: &str, base_url: &str, l: &HttpLimits) -> Result<(), ConfigError> {
+    if !base_url.starts_with("http://") && !base_url.starts_with("https://") {
         return Err(ConfigError::invalid(
             format!("{key}.base_url"),
             "must be an http(s) URL",

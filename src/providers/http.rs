@@ -62,10 +62,12 @@ pub struct ProviderHttp {
 }
 
 impl ProviderHttp {
-    /// Builds the client from the provider's settings. With `pool`, the rate limit is global
-    /// across processes (see [`crate::ratelimit`]); without, it holds per process.
+    /// Builds the client for `base_url` with the provider's limits. With `pool`, the rate
+    /// limit is global across processes (see [`crate::ratelimit`]); without, it holds per
+    /// process.
     pub fn new(
         name: &'static str,
+        base_url: &str,
         cfg: &HttpLimits,
         pool: Option<deadpool_postgres::Pool>,
     ) -> anyhow::Result<ProviderHttp> {
@@ -77,7 +79,7 @@ impl ProviderHttp {
         Ok(ProviderHttp {
             name,
             client,
-            base_url: cfg.base_url.trim_end_matches('/').to_string(),
+            base_url: base_url.trim_end_matches('/').to_string(),
             limit: Arc::new(ProviderLimit::new(
                 name,
                 cfg.rate_per_sec,

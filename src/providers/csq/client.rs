@@ -47,7 +47,7 @@ impl CsqClient {
     ) -> anyhow::Result<CsqClient> {
         let cfg = &config.providers.csq;
         Ok(CsqClient {
-            http: ProviderHttp::new("csq", &cfg.limits(), pool)?,
+            http: ProviderHttp::new("csq", &cfg.base_url, &cfg.limits(), pool)?,
             user: config.credential(&cfg.user_env).to_string(),
             password: config.credential(&cfg.password_env).to_string(),
             raffle_operators: cfg.raffle_operators.clone(),

@@ -104,7 +104,7 @@ impl ElectrumClient {
         let token = base64::engine::general_purpose::STANDARD
             .encode(format!("{}:{password}", cfg.client_id));
         Ok(ElectrumClient {
-            http: ProviderHttp::new("electrum", &cfg.limits(), pool)?,
+            http: ProviderHttp::new("electrum", &cfg.base_url, &cfg.limits(), pool)?,
             client_id: cfg.client_id.clone(),
             client_name: cfg.client_name.clone(),
             authorization: format!("Basic {token}"),
