@@ -208,7 +208,8 @@ async fn attempt(shared: &Shared, job: &AdviceJob) -> Result<bool, RelayError> {
         }
         verdict => {
             let outcome = (kind == AdviceKind::Reversal && job.tx_state == TxState::Reversing)
-                .then(|| reversal_outcome(job, &verdict));
+                .then(|| reversal_outcome(job, &verdict))
+                .flatten();
             let answer_body = match &answer {
                 Ok(v) => Some(crate::mask::mask_json(v)),
                 Err(crate::providers::CallError::Refused { body, .. }) => {
@@ -302,8 +303,8 @@ fn verdict_name(v: &AdviceVerdict) -> &'static str {
     }
 }
 
-/// The command's outcome once its reversal was answered finally.
-fn reversal_outcome(job: &AdviceJob, verdict: &AdviceVerdict) -> Outcome {
+/// The command's outcome once its reversal was answered finally; none while it was not.
+fn reversal_outcome(job: &AdviceJob, verdict: &AdviceVerdict) -> Option<Outcome> {
     let subject = poller::Subject {
         command_id: &job.command_id,
         source: &job.source,
@@ -319,7 +320,7 @@ fn reversal_outcome(job: &AdviceJob, verdict: &AdviceVerdict) -> Outcome {
         })
     };
     let already_reversed = matches!(verdict, AdviceVerdict::Refused { error_type: Some(t), .. } if t.ends_with("_ALREADY_REVERSED"));
-    match verdict {
+    let outcome = match verdict {
         // Reversed before (an earlier repetition whose answer was lost): the same end.
         _ if already_reversed => subject.outcome(
             Status::Reversed,
@@ -369,13 +370,9 @@ fn reversal_outcome(job: &AdviceJob, verdict: &AdviceVerdict) -> Outcome {
                 error_type.clone(),
             ),
         ),
-        // Not final: never turned into an outcome (the caller repeats it).
-        AdviceVerdict::Again(reason) => subject.outcome(
-            Status::Failed,
-            Some(result),
-            error("outcome_unresolved", reason.clone(), None),
-        ),
-    }
+        AdviceVerdict::Again(_) => return None,
+    };
+    Some(outcome)
 }
 
 #[cfg(test)]
@@ -425,12 +422,13 @@ mod tests {
             ),
         ];
         for (verdict, status, code) in cases {
-            let o = reversal_outcome(&job(), &verdict);
+            let o = reversal_outcome(&job(), &verdict).expect("a final answer");
             assert_eq!(o.status, status, "{verdict:?}");
             assert_eq!(o.error.unwrap().code, code, "{verdict:?}");
             assert_eq!(o.kind, "redeem");
             assert_eq!(o.command_id.as_deref(), Some("c-1"));
         }
+        assert!(reversal_outcome(&job(), &AdviceVerdict::Again("HTTP 503".into())).is_none());
     }
 
     #[test]

@@ -112,10 +112,6 @@ impl ElectrumClient {
         })
     }
 
-    pub fn config(&self) -> &ElectrumConfig {
-        &self.config
-    }
-
     /// Whether `operation` is confirmed by an advice.
     pub fn is_dual(&self, operation: Operation) -> bool {
         self.config.messaging_of(operation.as_str()) == Messaging::Dual
