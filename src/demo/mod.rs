@@ -317,11 +317,13 @@ async fn electrum_ask(
 ) -> anyhow::Result<Outcome> {
     let config = &rig.config;
     let body = json!({"command_id": id, "source": source, "kind": kind, "provider": "electrum", "params": params});
-    let publisher = Publisher::connect(&config.broker.url).await?;
     let props = json_properties()
         .with_reply_to(rig.replies.name.as_str().into())
         .with_correlation_id(id.into());
-    publisher
+    // The relay's own confirmed publisher: no connection per command.
+    rig.relay
+        .shared
+        .publisher
         .publish(
             &config.name(&config.broker.commands_exchange),
             &format!("{kind}.electrum"),
@@ -329,7 +331,6 @@ async fn electrum_ask(
             props,
         )
         .await?;
-    publisher.close().await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let Ok(Some(d)) = tokio::time::timeout_at(deadline, rig.replies.next()).await else {
