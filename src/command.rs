@@ -1,17 +1,13 @@
-//! The public contract: commands in, outcomes out (see DESIGN.md, "Public contract").
+//! The public contract: commands in, outcomes out (`docs/contract.md`).
 //!
 //! A command arrives as an AMQP message on `voucher.commands` with routing key
-//! `<kind>.<provider>`. [`parse`] turns the raw delivery into a [`Command`] or a
-//! [`Rejection`] with a machine-readable reason. Nothing here touches the network or the
-//! database, so every bad input can be tested in isolation.
+//! `<kind>.<provider>`. [`parse`] checks the envelope and turns the raw delivery into a
+//! [`Command`] or a [`Rejection`] with a machine-readable reason; the provider then reads
+//! the params (`providers::parse_command` does both). Nothing here touches the network or
+//! the database, so every bad input can be tested in isolation.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-
-use crate::providers::csq::{BalanceParams, ProductsParams, PurchaseParams};
-use crate::providers::electrum::{
-    LookupParams, LookupRedemptionParams, ProvisionParams, VoucherParams,
-};
 
 /// Largest accepted command body. Anything bigger is rejected unread.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -20,88 +16,67 @@ pub const MAX_ID_LEN: usize = 128;
 /// Longest accepted `callback_url`.
 pub const MAX_URL_LEN: usize = 2048;
 
-/// Kinds that move money or stock: an unknown answer to them is resolved (CSQ: by query;
-/// Electrum: by reversal), never resent.
-pub const FINANCIAL_KINDS: [&str; 4] = ["purchase", "provision", "redeem", "refund"];
-
-/// The providers the relay knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Provider {
-    Csq,
-    Electrum,
-}
-
-impl Provider {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Provider::Csq => "csq",
-            Provider::Electrum => "electrum",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Provider> {
-        match s {
-            "csq" => Some(Provider::Csq),
-            "electrum" => Some(Provider::Electrum),
-            _ => None,
-        }
-    }
-}
-
-/// A validated command: who asked, what to do, and where to say how it went.
+/// A command whose envelope is valid: who asked, what to do, and where to say how it went.
+/// `params` is read by the provider (`providers::Action`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Command {
     pub command_id: String,
     pub source: String,
     pub callback_url: Option<String>,
-    pub action: Action,
+    pub kind: String,
+    pub provider: String,
+    pub params: Map<String, Value>,
 }
 
-/// What a command asks for. One variant per kind and provider; the executor matches once.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Action {
-    CsqPurchase(PurchaseParams),
-    CsqProducts(ProductsParams),
-    CsqBalance(BalanceParams),
-    ElectrumProvision(ProvisionParams),
-    ElectrumRedeem(VoucherParams),
-    ElectrumRefund(VoucherParams),
-    ElectrumLookup(LookupParams),
-    ElectrumLookupRedemption(LookupRedemptionParams),
-}
-
-impl Action {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Action::CsqPurchase(_) => "purchase",
-            Action::CsqProducts(_) => "products",
-            Action::CsqBalance(_) => "balance",
-            Action::ElectrumProvision(_) => "provision",
-            Action::ElectrumRedeem(_) => "redeem",
-            Action::ElectrumRefund(_) => "refund",
-            Action::ElectrumLookup(_) => "lookup",
-            Action::ElectrumLookupRedemption(_) => "lookup_redemption",
+impl Command {
+    /// Everything a rejection of this command needs to reach its sender.
+    pub fn envelope(&self) -> Envelope {
+        Envelope {
+            command_id: Some(self.command_id.clone()),
+            source: Some(self.source.clone()),
+            kind: Some(self.kind.clone()),
+            provider: Some(self.provider.clone()),
+            callback_url: self.callback_url.clone(),
         }
     }
 
-    pub fn provider(&self) -> Provider {
-        match self {
-            Action::CsqPurchase(_) | Action::CsqProducts(_) | Action::CsqBalance(_) => {
-                Provider::Csq
-            }
-            Action::ElectrumProvision(_)
-            | Action::ElectrumRedeem(_)
-            | Action::ElectrumRefund(_)
-            | Action::ElectrumLookup(_)
-            | Action::ElectrumLookupRedemption(_) => Provider::Electrum,
+    /// Whose outcome this command's events are.
+    pub fn subject(&self) -> Subject {
+        Subject {
+            command_id: self.command_id.clone(),
+            source: self.source.clone(),
+            kind: self.kind.clone(),
+            provider: self.provider.clone(),
         }
     }
+}
 
-    /// True when running it moves money or stock: an unknown answer must then be resolved,
-    /// never retried. Reads are safe to send again.
-    pub fn has_financial_effect(&self) -> bool {
-        FINANCIAL_KINDS.contains(&self.kind())
+/// Whose outcome an event is: everything an [`Outcome`] needs besides the result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subject {
+    pub command_id: String,
+    pub source: String,
+    pub kind: String,
+    pub provider: String,
+}
+
+impl Subject {
+    /// This command's outcome event.
+    pub fn outcome(
+        &self,
+        status: Status,
+        result: Option<Value>,
+        error: Option<OutcomeError>,
+    ) -> Outcome {
+        Outcome::new(
+            Some(self.command_id.clone()),
+            Some(self.source.clone()),
+            &self.kind,
+            &self.provider,
+            status,
+            result,
+            error,
+        )
     }
 }
 
@@ -326,46 +301,38 @@ const TOP_LEVEL_FIELDS: [&str; 6] = [
     "params",
 ];
 
-/// Validates one raw delivery against the contract.
-pub fn parse(routing_key: &str, body: &[u8]) -> Result<Command, Box<Rejection>> {
-    let reject = |reason, envelope| Box::new(Rejection { reason, envelope });
-    if body.len() > MAX_BODY_BYTES {
-        return Err(reject(RejectReason::BodyTooLarge, Envelope::default()));
-    }
-    let text = std::str::from_utf8(body)
-        .map_err(|_| reject(RejectReason::NotUtf8, Envelope::default()))?;
-    let value: Value = serde_json::from_str(text)
-        .map_err(|_| reject(RejectReason::NotJson, Envelope::default()))?;
-    // PostgreSQL text and jsonb cannot hold U+0000; no field of the contract needs it.
-    if has_nul(&value) {
-        return Err(reject(RejectReason::NulCharacter, Envelope::default()));
-    }
-    let Value::Object(obj) = value else {
-        return Err(reject(RejectReason::NotAnObject, Envelope::default()));
-    };
+/// Validates one raw delivery's envelope against the contract. `providers` are the names
+/// of the providers this relay runs; any other is `unknown_provider`.
+pub fn parse(
+    routing_key: &str,
+    body: &[u8],
+    providers: &[&str],
+) -> Result<Command, Box<Rejection>> {
+    let obj = read_object(body).map_err(|reason| {
+        Box::new(Rejection {
+            reason,
+            envelope: Envelope::default(),
+        })
+    })?;
     let envelope = read_envelope(&obj);
-    let fail = |reason| reject(reason, envelope.clone());
-
+    let fail = |reason| {
+        Box::new(Rejection {
+            reason,
+            envelope: envelope.clone(),
+        })
+    };
     let command_id = required_id(&obj, "command_id").map_err(fail)?;
     let source = required_id(&obj, "source").map_err(fail)?;
     let kind = required_str(&obj, "kind").map_err(fail)?;
-    let provider_name = required_str(&obj, "provider").map_err(fail)?;
+    let provider = required_str(&obj, "provider").map_err(fail)?;
     if let Some(unknown) = obj.keys().find(|k| !TOP_LEVEL_FIELDS.contains(&k.as_str())) {
         return Err(fail(RejectReason::UnknownField(unknown.clone())));
     }
-    let callback_url = match obj.get("callback_url") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(url)) => Some(validate_callback_url(url).map_err(fail)?),
-        Some(_) => {
-            return Err(fail(RejectReason::InvalidField(
-                "callback_url".into(),
-                "must be a string".into(),
-            )));
-        }
-    };
-    let provider = Provider::parse(provider_name)
-        .ok_or_else(|| fail(RejectReason::UnknownProvider(provider_name.to_string())))?;
-    let expected_key = format!("{kind}.{provider_name}");
+    let callback_url = optional_callback_url(&obj).map_err(fail)?;
+    if !providers.contains(&provider) {
+        return Err(fail(RejectReason::UnknownProvider(provider.to_string())));
+    }
+    let expected_key = format!("{kind}.{provider}");
     if routing_key != expected_key {
         return Err(fail(RejectReason::RoutingKeyMismatch {
             routing_key: routing_key.to_string(),
@@ -375,46 +342,45 @@ pub fn parse(routing_key: &str, body: &[u8]) -> Result<Command, Box<Rejection>> 
     let params = match obj.get("params") {
         Some(Value::Object(p)) => p.clone(),
         None | Some(Value::Null) => Map::new(),
-        Some(_) => {
-            return Err(fail(RejectReason::InvalidField(
-                "params".into(),
-                "must be an object".into(),
-            )));
-        }
-    };
-    let action = match (provider, kind) {
-        (Provider::Csq, "purchase") => {
-            Action::CsqPurchase(PurchaseParams::from_params(&params).map_err(fail)?)
-        }
-        (Provider::Csq, "products") => {
-            Action::CsqProducts(ProductsParams::from_params(&params).map_err(fail)?)
-        }
-        (Provider::Csq, "balance") => {
-            Action::CsqBalance(BalanceParams::from_params(&params).map_err(fail)?)
-        }
-        (Provider::Electrum, "provision") => {
-            Action::ElectrumProvision(ProvisionParams::from_params(&params).map_err(fail)?)
-        }
-        (Provider::Electrum, "redeem") => {
-            Action::ElectrumRedeem(VoucherParams::from_params(&params).map_err(fail)?)
-        }
-        (Provider::Electrum, "refund") => {
-            Action::ElectrumRefund(VoucherParams::from_params(&params).map_err(fail)?)
-        }
-        (Provider::Electrum, "lookup") => {
-            Action::ElectrumLookup(LookupParams::from_params(&params).map_err(fail)?)
-        }
-        (Provider::Electrum, "lookup_redemption") => Action::ElectrumLookupRedemption(
-            LookupRedemptionParams::from_params(&params).map_err(fail)?,
-        ),
-        _ => return Err(fail(RejectReason::UnknownKind(kind.to_string()))),
+        Some(_) => return Err(fail(invalid("params", "must be an object"))),
     };
     Ok(Command {
         command_id,
         source,
         callback_url,
-        action,
+        kind: kind.to_string(),
+        provider: provider.to_string(),
+        params,
     })
+}
+
+/// The body as a JSON object, or why it is not one.
+fn read_object(body: &[u8]) -> Result<Map<String, Value>, RejectReason> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(RejectReason::BodyTooLarge);
+    }
+    let text = std::str::from_utf8(body).map_err(|_| RejectReason::NotUtf8)?;
+    let value: Value = serde_json::from_str(text).map_err(|_| RejectReason::NotJson)?;
+    // PostgreSQL text and jsonb cannot hold U+0000; no field of the contract needs it.
+    if has_nul(&value) {
+        return Err(RejectReason::NulCharacter);
+    }
+    match value {
+        Value::Object(obj) => Ok(obj),
+        _ => Err(RejectReason::NotAnObject),
+    }
+}
+
+fn optional_callback_url(obj: &Map<String, Value>) -> Result<Option<String>, RejectReason> {
+    match obj.get("callback_url") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(url)) => validate_callback_url(url).map(Some),
+        Some(_) => Err(invalid("callback_url", "must be a string")),
+    }
+}
+
+fn invalid(field: &str, why: &str) -> RejectReason {
+    RejectReason::InvalidField(field.into(), why.into())
 }
 
 /// True if any string or key anywhere in `v` contains U+0000.
@@ -496,6 +462,14 @@ fn validate_callback_url(url: &str) -> Result<String, RejectReason> {
     Ok(url.to_string())
 }
 
+/// Refuses any param not in `allowed`: `unknown_param`.
+pub fn only_params(params: &Map<String, Value>, allowed: &[&str]) -> Result<(), RejectReason> {
+    match params.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(unknown) => Err(RejectReason::UnknownParam(unknown.clone())),
+        None => Ok(()),
+    }
+}
+
 /// Reads an optional integer amount in minor units. A float, a string or a negative number
 /// is rejected: money is never a float.
 pub fn amount_field(params: &Map<String, Value>, field: &str) -> Result<Option<i32>, RejectReason> {
@@ -521,117 +495,5 @@ pub fn amount_field(params: &Map<String, Value>, field: &str) -> Result<Option<i
             }
         }
         Some(_) => Err(RejectReason::AmountNotInteger(field.to_string())),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-    use serde_json::json;
-
-    fn purchase(params: Value) -> Vec<u8> {
-        serde_json::to_vec(&json!({
-            "command_id": "c-1", "source": "pos-1", "kind": "purchase", "provider": "csq",
-            "callback_url": "http://127.0.0.1:9/hook", "params": params
-        }))
-        .unwrap()
-    }
-
-    fn good_params() -> Value {
-        json!({"terminal_id": 1, "operator_id": 1001, "product_id": "gift-10", "amount_to_send_x100": 1000})
-    }
-
-    fn code(key: &str, body: &[u8]) -> &'static str {
-        parse(key, body).unwrap_err().reason.code()
-    }
-
-    #[test]
-    fn accepts_a_good_purchase() {
-        let c = parse("purchase.csq", &purchase(good_params())).expect("valid");
-        assert_eq!(c.command_id, "c-1");
-        assert_eq!(c.action.kind(), "purchase");
-    }
-
-    #[test]
-    fn rejects_each_bad_input_with_its_code() {
-        assert_eq!(
-            code("purchase.csq", &vec![b' '; MAX_BODY_BYTES + 1]),
-            "body_too_large"
-        );
-        assert_eq!(code("purchase.csq", &[0xff, 0xfe, b'{']), "body_not_utf8");
-        assert_eq!(code("purchase.csq", b"{not json"), "body_not_json");
-        assert_eq!(code("purchase.csq", b"[1,2]"), "body_not_object");
-        assert_eq!(
-            code(
-                "purchase.csq",
-                br#"{"command_id": "a\u0000b", "source": "s"}"#
-            ),
-            "body_has_nul"
-        );
-        let mut p = good_params();
-        p["amount_to_send_x100"] = json!(10.5);
-        assert_eq!(code("purchase.csq", &purchase(p)), "amount_not_integer");
-        let mut p = good_params();
-        p["amount_to_send_x100"] = json!(-5);
-        assert_eq!(code("purchase.csq", &purchase(p)), "amount_negative");
-        let mut p = good_params();
-        p["pin"] = json!("1234");
-        assert_eq!(code("purchase.csq", &purchase(p)), "unknown_param");
-        assert_eq!(
-            code("redeem.csq", &purchase(good_params())),
-            "routing_key_mismatch"
-        );
-        let body =
-            serde_json::to_vec(&json!({"source": "s", "kind": "purchase", "provider": "csq"}))
-                .unwrap();
-        assert_eq!(code("purchase.csq", &body), "missing_field");
-        let body =
-            serde_json::to_vec(&json!({"command_id": "c", "kind": "purchase", "provider": "csq"}))
-                .unwrap();
-        assert_eq!(code("purchase.csq", &body), "missing_field");
-        let body = serde_json::to_vec(
-            &json!({"command_id": "c", "source": "s", "kind": "refund", "provider": "csq"}),
-        )
-        .unwrap();
-        assert_eq!(code("refund.csq", &body), "unknown_kind");
-        let body = serde_json::to_vec(
-            &json!({"command_id": "c", "source": "s", "kind": "purchase", "provider": "acme"}),
-        )
-        .unwrap();
-        assert_eq!(code("purchase.acme", &body), "unknown_provider");
-    }
-
-    #[test]
-    fn rejection_keeps_the_address() {
-        let mut p = good_params();
-        p["amount_to_send_x100"] = json!(1.5);
-        let r = parse("purchase.csq", &purchase(p)).unwrap_err();
-        assert_eq!(r.envelope.command_id.as_deref(), Some("c-1"));
-        assert_eq!(
-            r.envelope.callback_url.as_deref(),
-            Some("http://127.0.0.1:9/hook")
-        );
-        let o = r.outcome();
-        assert_eq!(o.routing_key(), "rejected.purchase.csq");
-        assert_eq!(o.error.unwrap().code, "amount_not_integer");
-    }
-
-    proptest! {
-        /// Any float with a fractional part is refused as money, never truncated.
-        #[test]
-        fn fractional_amounts_are_rejected(x in -1.0e9f64..1.0e9f64) {
-            prop_assume!(x.fract() != 0.0);
-            let mut p = good_params();
-            p["amount_to_send_x100"] = json!(x);
-            let c = code("purchase.csq", &purchase(p));
-            prop_assert!(c == "amount_not_integer" || c == "amount_negative");
-        }
-
-        /// Arbitrary bytes never panic the parser.
-        #[test]
-        fn arbitrary_bodies_never_panic(body in proptest::collection::vec(any::<u8>(), 0..512)) {
-            let _ = parse("purchase.csq", &body);
-        }
     }
 }

@@ -8,9 +8,10 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
 
 use serde::Deserialize;
+
+use crate::providers::ProvidersConfig;
 
 /// A configuration problem, always naming the key or variable at fault.
 #[derive(Debug, thiserror::Error)]
@@ -52,8 +53,9 @@ pub struct Config {
     #[serde(default)]
     pub delay_tiers: Vec<DelayTier>,
     pub providers: ProvidersConfig,
+    /// Where each provider's sandbox listens, by provider name (`[sandbox.csq]`).
     #[serde(default)]
-    pub sandbox: SandboxConfig,
+    pub sandbox: BTreeMap<String, SandboxListen>,
     /// Secrets and overrides read from the environment; never from the file.
     #[serde(skip)]
     pub secrets: Secrets,
@@ -155,205 +157,6 @@ pub struct DelayTier {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ProvidersConfig {
-    pub csq: ProviderConfig,
-    pub electrum: ElectrumConfig,
-}
-
-/// How a provider hears that an operation completed (`electrum-voucher-redemption-flows.md`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Messaging {
-    /// Every provision, redemption and refund is followed by a confirmation advice, repeated
-    /// until final (store-and-forward).
-    Dual,
-    /// The request alone completes it; only reversals are sent.
-    Single,
-}
-
-/// The Electrum single-use voucher (SUV) adapter.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ElectrumConfig {
-    /// Up to and including the `/suv/v1` base path.
-    pub base_url: String,
-    pub queue: String,
-    /// Where advices (confirmations, reversals) wait for their next attempt.
-    pub advice_queue: String,
-    /// Where an advice goes when its retry budget is spent, for operators to replay.
-    pub parked_queue: String,
-    /// Sent as `client.id` and as the HTTP Basic user name.
-    pub client_id: String,
-    pub client_name: String,
-    /// Name of the environment variable holding the HTTP Basic password.
-    pub password_env: String,
-    pub connect_timeout_ms: u64,
-    pub request_timeout_ms: u64,
-    pub rate_per_sec: u32,
-    pub concurrency: usize,
-    #[serde(default = "default_max_processes")]
-    pub max_processes: u32,
-    #[serde(default = "default_lease_margin_ms")]
-    pub lease_margin_ms: u64,
-    /// The messaging of provision, redeem and refund unless overridden below.
-    pub messaging: Messaging,
-    /// Per-operation overrides: `provision`, `redeem`, `refund`.
-    #[serde(default)]
-    pub messaging_by_operation: BTreeMap<String, Messaging>,
-    /// How long an advice is repeated before it is parked (48 h).
-    pub advice_budget_ms: u64,
-    /// Backoff of advice retries: the first wait, doubling up to the cap, each with jitter.
-    pub advice_backoff_base_ms: u64,
-    pub advice_backoff_cap_ms: u64,
-    /// How long `lookup_redemption` asks again while the provider is still processing.
-    pub processing_deadline_ms: u64,
-}
-
-impl ElectrumConfig {
-    /// The messaging of `operation` (`provision`, `redeem` or `refund`).
-    pub fn messaging_of(&self, operation: &str) -> Messaging {
-        self.messaging_by_operation
-            .get(operation)
-            .copied()
-            .unwrap_or(self.messaging)
-    }
-
-    pub fn limits(&self) -> HttpLimits {
-        HttpLimits {
-            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
-            request_timeout: Duration::from_millis(self.request_timeout_ms),
-            rate_per_sec: self.rate_per_sec,
-            max_processes: self.max_processes,
-            concurrency: self.concurrency,
-            lease_margin: Duration::from_millis(self.lease_margin_ms),
-        }
-    }
-}
-
-/// How hard the shared HTTP path may push a provider, and how long its work is owned. Plain
-/// numbers, so reading them (once per command for the lease) allocates nothing.
-#[derive(Debug, Clone, Copy)]
-pub struct HttpLimits {
-    pub connect_timeout: Duration,
-    pub request_timeout: Duration,
-    pub rate_per_sec: u32,
-    pub max_processes: u32,
-    pub concurrency: usize,
-    /// `lease_margin_ms`: what a lease adds to two request timeouts.
-    pub lease_margin: Duration,
-}
-
-impl HttpLimits {
-    /// How long a worker owns what it is sending (a transaction, a poll, an advice): two
-    /// request timeouts plus the margin, which covers the wait for a send slot.
-    pub fn lease(&self) -> Duration {
-        self.request_timeout * 2 + self.lease_margin
-    }
-
-    /// Longest wait for a send slot before a request is given up unsent: half the margin,
-    /// so a request is always sent and answered while its lease holds.
-    pub fn max_queue_wait(&self) -> Duration {
-        self.lease_margin / 2
-    }
-}
-
-/// Settings shared by every provider adapter: where it is, how to authenticate, and how hard
-/// the relay may push it.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProviderConfig {
-    pub base_url: String,
-    pub queue: String,
-    pub user_env: String,
-    pub password_env: String,
-    pub connect_timeout_ms: u64,
-    pub request_timeout_ms: u64,
-    pub rate_per_sec: u32,
-    pub concurrency: usize,
-    pub poll_queue: String,
-    pub resolve_deadline_ms: u64,
-    pub additional_data_deadline_ms: u64,
-    /// Added to twice the request timeout to make the lease a worker holds while sending:
-    /// room for the rate limiter and the concurrency cap.
-    #[serde(default = "default_lease_margin_ms")]
-    pub lease_margin_ms: u64,
-    /// Per-operator overrides of `additional_data_deadline_ms`, keyed by operator id.
-    #[serde(default)]
-    pub additional_data_deadline_by_operator: BTreeMap<String, u64>,
-    /// Worker processes the rate limit is shared by when PostgreSQL cannot be asked: each
-    /// process then sends at `rate_per_sec / max_processes`, so together they stay under.
-    #[serde(default = "default_max_processes")]
-    pub max_processes: u32,
-    /// Operators whose sales are raffle tickets (CSQ only).
-    #[serde(default)]
-    pub raffle_operators: Vec<i32>,
-    /// How long a raffle result is polled for after the draw time.
-    #[serde(default = "default_raffle_deadline_ms")]
-    pub raffle_deadline_ms: u64,
-    /// How long an operator's dynamic-product list is reused.
-    #[serde(default = "default_products_cache_ms")]
-    pub products_cache_ms: u64,
-}
-
-fn default_max_processes() -> u32 {
-    4
-}
-
-fn default_lease_margin_ms() -> u64 {
-    60_000
-}
-
-fn default_raffle_deadline_ms() -> u64 {
-    7 * 24 * 3600 * 1000
-}
-
-fn default_products_cache_ms() -> u64 {
-    300_000
-}
-
-impl ProviderConfig {
-    pub fn request_timeout(&self) -> Duration {
-        Duration::from_millis(self.request_timeout_ms)
-    }
-    pub fn connect_timeout(&self) -> Duration {
-        Duration::from_millis(self.connect_timeout_ms)
-    }
-
-    pub fn limits(&self) -> HttpLimits {
-        HttpLimits {
-            connect_timeout: self.connect_timeout(),
-            request_timeout: self.request_timeout(),
-            rate_per_sec: self.rate_per_sec,
-            max_processes: self.max_processes,
-            concurrency: self.concurrency,
-            lease_margin: Duration::from_millis(self.lease_margin_ms),
-        }
-    }
-
-    /// How long a sale of `operator` waits for its additional data.
-    pub fn additional_data_deadline(&self, operator: Option<i64>) -> Duration {
-        let ms = operator
-            .and_then(|o| {
-                self.additional_data_deadline_by_operator
-                    .get(&o.to_string())
-            })
-            .copied()
-            .unwrap_or(self.additional_data_deadline_ms);
-        Duration::from_millis(ms)
-    }
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SandboxConfig {
-    #[serde(default)]
-    pub csq: Option<SandboxListen>,
-    #[serde(default)]
-    pub electrum: Option<SandboxListen>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SandboxListen {
     pub listen: SocketAddr,
 }
@@ -433,6 +236,21 @@ impl Config {
 
     /// Checks what serde cannot: ranges and cross-references between sections.
     fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_connections()?;
+        self.validate_exchanges()?;
+        self.validate_queues()?;
+        for (name, section) in self.providers.sections() {
+            if let Err((key, reason)) = section.http().validate(&format!("providers.{name}")) {
+                return Err(ConfigError::invalid(key, reason));
+            }
+            section
+                .validate()
+                .map_err(|(key, reason)| ConfigError::invalid(key, reason))?;
+        }
+        Ok(())
+    }
+
+    fn validate_connections(&self) -> Result<(), ConfigError> {
         if !self.broker.url.starts_with("amqp://") && !self.broker.url.starts_with("amqps://") {
             return Err(ConfigError::invalid(
                 "AMQP_URL / broker.url",
@@ -447,23 +265,12 @@ impl Config {
                 "must start with postgres://",
             ));
         }
-        if self.broker.prefetch == 0 {
-            return Err(ConfigError::invalid(
-                "broker.prefetch",
-                "must be at least 1",
-            ));
-        }
-        if self.database.pool_size == 0 {
-            return Err(ConfigError::invalid(
-                "database.pool_size",
-                "must be at least 1",
-            ));
-        }
-        if self.delay_tiers.is_empty() {
-            return Err(ConfigError::invalid(
-                "delay_tiers",
-                "needs at least one tier",
-            ));
+        let at_least_one = [
+            ("broker.prefetch", usize::from(self.broker.prefetch)),
+            ("database.pool_size", self.database.pool_size),
+        ];
+        if let Some((key, _)) = at_least_one.iter().find(|(_, v)| *v == 0) {
+            return Err(ConfigError::invalid(*key, "must be at least 1"));
         }
         if self.webhook.retry_schedule_ms.is_empty() {
             return Err(ConfigError::invalid(
@@ -471,6 +278,11 @@ impl Config {
                 "needs at least one retry",
             ));
         }
+        Ok(())
+    }
+
+    /// Every exchange `[broker]` and the bindings use is declared.
+    fn validate_exchanges(&self) -> Result<(), ConfigError> {
         let exchanges: Vec<&str> = self.exchanges.iter().map(|e| e.name.as_str()).collect();
         for required in [
             &self.broker.commands_exchange,
@@ -487,82 +299,55 @@ impl Config {
             }
         }
         for (i, q) in self.queues.iter().enumerate() {
-            if q.delivery_limit == 0 {
+            if let Some(b) = q
+                .bindings
+                .iter()
+                .find(|b| !exchanges.contains(&b.exchange.as_str()))
+            {
                 return Err(ConfigError::invalid(
-                    format!("queues[{i}].delivery_limit"),
-                    "must be at least 1",
+                    format!("queues[{i}].bindings"),
+                    format!("exchange {:?} is not declared", b.exchange),
                 ));
             }
-            for b in &q.bindings {
-                if !exchanges.contains(&b.exchange.as_str()) {
-                    return Err(ConfigError::invalid(
-                        format!("queues[{i}].bindings"),
-                        format!("exchange {:?} is not declared", b.exchange),
-                    ));
-                }
-            }
-        }
-        let queues: Vec<&str> = self.queues.iter().map(|q| q.name.as_str()).collect();
-        for (key, queue) in [
-            ("broker.rejected_queue", &self.broker.rejected_queue),
-            ("broker.unrouted_queue", &self.broker.unrouted_queue),
-            ("providers.csq.queue", &self.providers.csq.queue),
-            ("providers.csq.poll_queue", &self.providers.csq.poll_queue),
-            ("providers.electrum.queue", &self.providers.electrum.queue),
-            (
-                "providers.electrum.advice_queue",
-                &self.providers.electrum.advice_queue,
-            ),
-            (
-                "providers.electrum.parked_queue",
-                &self.providers.electrum.parked_queue,
-            ),
-        ] {
-            if !queues.contains(&queue.as_str()) {
-                return Err(ConfigError::invalid(
-                    key,
-                    format!("queue {queue:?} is not declared"),
-                ));
-            }
-        }
-        for (i, t) in self.delay_tiers.iter().enumerate() {
-            if t.ttl_ms == 0 {
-                return Err(ConfigError::invalid(
-                    format!("delay_tiers[{i}].ttl_ms"),
-                    "must be positive",
-                ));
-            }
-        }
-        let csq = &self.providers.csq;
-        check_limits("providers.csq", &csq.base_url, &csq.limits())?;
-        let electrum = &self.providers.electrum;
-        check_limits("providers.electrum", &electrum.base_url, &electrum.limits())?;
-        if electrum.client_id.is_empty() {
-            return Err(ConfigError::invalid(
-                "providers.electrum.client_id",
-                "must not be empty",
-            ));
-        }
-        if let Some(op) = electrum
-            .messaging_by_operation
-            .keys()
-            .find(|k| !["provision", "redeem", "refund"].contains(&k.as_str()))
-        {
-            return Err(ConfigError::invalid(
-                "providers.electrum.messaging_by_operation",
-                format!("{op:?} is not provision, redeem or refund"),
-            ));
-        }
-        if electrum.advice_backoff_base_ms == 0
-            || electrum.advice_backoff_cap_ms < electrum.advice_backoff_base_ms
-            || electrum.advice_budget_ms == 0
-        {
-            return Err(ConfigError::invalid(
-                "providers.electrum.advice_*",
-                "need 0 < advice_backoff_base_ms <= advice_backoff_cap_ms and a positive budget",
-            ));
         }
         Ok(())
+    }
+
+    /// Delivery limits and tiers are positive, and every queue a section names is declared.
+    fn validate_queues(&self) -> Result<(), ConfigError> {
+        if let Some(i) = self.queues.iter().position(|q| q.delivery_limit == 0) {
+            return Err(ConfigError::invalid(
+                format!("queues[{i}].delivery_limit"),
+                "must be at least 1",
+            ));
+        }
+        if self.delay_tiers.is_empty() {
+            return Err(ConfigError::invalid(
+                "delay_tiers",
+                "needs at least one tier",
+            ));
+        }
+        if let Some(i) = self.delay_tiers.iter().position(|t| t.ttl_ms == 0) {
+            return Err(ConfigError::invalid(
+                format!("delay_tiers[{i}].ttl_ms"),
+                "must be positive",
+            ));
+        }
+        let declared: Vec<&str> = self.queues.iter().map(|q| q.name.as_str()).collect();
+        let mut named = vec![
+            ("broker.rejected_queue", self.broker.rejected_queue.as_str()),
+            ("broker.unrouted_queue", self.broker.unrouted_queue.as_str()),
+        ];
+        for (_, section) in self.providers.sections() {
+            named.extend(section.queues());
+        }
+        match named.iter().find(|(_, q)| !declared.contains(q)) {
+            Some((key, queue)) => Err(ConfigError::invalid(
+                *key,
+                format!("queue {queue:?} is not declared"),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// A provider credential read at load time from the variable the file names.
@@ -580,35 +365,6 @@ impl Config {
     }
 }
 
-/// The checks every provider's HTTP settings pass.
-fn check_limits(key: &str, base_url: &str, l: &HttpLimits) -> Result<(), ConfigError> {
-    if !base_url.starts_with("http://") && !base_url.starts_with("https://") {
-        return Err(ConfigError::invalid(
-            format!("{key}.base_url"),
-            "must be an http(s) URL",
-        ));
-    }
-    if l.rate_per_sec == 0 || l.concurrency == 0 {
-        return Err(ConfigError::invalid(
-            format!("{key}.rate_per_sec / concurrency"),
-            "must be at least 1",
-        ));
-    }
-    if l.max_queue_wait() < Duration::from_millis(500) {
-        return Err(ConfigError::invalid(
-            format!("{key}.lease_margin_ms"),
-            "must be at least 1000: half of it is the longest wait for a send slot",
-        ));
-    }
-    if l.request_timeout.is_zero() || l.connect_timeout.is_zero() {
-        return Err(ConfigError::invalid(
-            format!("{key}.*_timeout_ms"),
-            "must be positive",
-        ));
-    }
-    Ok(())
-}
-
 fn read_secrets(config: &Config, env: &dyn Env) -> Result<Secrets, ConfigError> {
     let webhook_signing_secret =
         env.get("WEBHOOK_SIGNING_SECRET")
@@ -623,23 +379,23 @@ fn read_secrets(config: &Config, env: &dyn Env) -> Result<Secrets, ConfigError> 
         Some(b64) => crate::crypto::parse_key(&b64)
             .map_err(|reason| ConfigError::invalid("DATA_ENCRYPTION_KEY", reason))?,
         // Without an explicit key, derive one from the signing secret so a development setup
-        // still encrypts at rest; production sets its own key (see README).
+        // still encrypts at rest; production sets its own key (see docs/operations.md).
         None => crate::crypto::derive_key(&webhook_signing_secret),
     };
 
+    // Only an enabled provider's credentials are needed.
     let mut provider_credentials = BTreeMap::new();
-    let csq = &config.providers.csq;
-    let electrum = &config.providers.electrum;
-    for (section, name) in [
-        ("csq", &csq.user_env),
-        ("csq", &csq.password_env),
-        ("electrum", &electrum.password_env),
-    ] {
-        let value = env.get(name).ok_or_else(|| ConfigError::MissingEnv {
-            name: name.clone(),
-            hint: format!(" (named by [providers.{section}] in the config file)"),
-        })?;
-        provider_credentials.insert(name.clone(), value);
+    for (name, section) in config.providers.sections() {
+        if !section.enabled() {
+            continue;
+        }
+        for var in section.credential_vars() {
+            let value = env.get(var).ok_or_else(|| ConfigError::MissingEnv {
+                name: var.to_string(),
+                hint: format!(" (named by [providers.{name}] in the config file)"),
+            })?;
+            provider_credentials.insert(var.to_string(), value);
+        }
     }
     Ok(Secrets {
         webhook_signing_secret,
@@ -719,5 +475,43 @@ mod tests {
         e.insert("DATABASE_URL".into(), "mysql://x".into());
         let err = Config::from_toml(FILE, "queues.toml", &e, true).unwrap_err();
         assert!(err.to_string().contains("DATABASE_URL"), "{err}");
+    }
+
+    #[test]
+    fn a_disabled_provider_needs_no_credentials() {
+        let mut e = good_env();
+        e.remove("CSQ_USER");
+        e.remove("CSQ_PASSWORD");
+        // The first `enabled` is CSQ's.
+        let text = FILE.replacen("enabled = true", "enabled = false", 1);
+        let c = Config::from_toml(&text, "queues.toml", &e, true).expect("loads without CSQ");
+        assert!(!c.providers.csq.enabled);
+        assert!(c.providers.electrum.enabled);
+        let err = Config::from_toml(FILE, "queues.toml", &e, true).unwrap_err();
+        assert!(err.to_string().contains("CSQ_USER"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_in_a_provider_section_is_named() {
+        let text = FILE.replacen(
+            "[providers.electrum]\n",
+            "[providers.electrum]\nrate_per_second = 5\n",
+            1,
+        );
+        let err = Config::from_toml(&text, "queues.toml", &good_env(), true).unwrap_err();
+        assert!(err.to_string().contains("rate_per_second"), "{err}");
+    }
+
+    #[test]
+    fn a_provider_queue_must_be_declared() {
+        let text = FILE.replace(
+            "poll_queue = \"polls.csq\"",
+            "poll_queue = \"polls.nowhere\"",
+        );
+        let err = Config::from_toml(&text, "queues.toml", &good_env(), true).unwrap_err();
+        assert!(
+            err.to_string().contains("providers.csq.poll_queue"),
+            "{err}"
+        );
     }
 }

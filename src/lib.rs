@@ -1,8 +1,9 @@
 //! voucher-relay: carries voucher transactions between upstream systems and voucher
 //! providers over RabbitMQ, records them in PostgreSQL, and answers with signed callbacks.
 //!
-//! Start at [`workers::Relay`] for the running service and [`command`] for the public
-//! contract. `DESIGN.md` in the shared folder has the architecture and the guarantees.
+//! Start at [`workers::Relay`] for the running service, [`command`] for the public
+//! contract and [`providers`] for the adapters. `docs/architecture.md` has the
+//! architecture, the state machine and the module map.
 
 pub mod admin;
 pub mod broker;
@@ -15,6 +16,7 @@ pub mod mask;
 pub mod providers;
 pub mod publish;
 pub mod ratelimit;
+pub mod retry;
 pub mod sandbox;
 pub mod shutdown;
 pub mod store;

@@ -207,19 +207,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Pings each provider and prints one line per provider.
+/// Pings each enabled provider and prints one line per provider.
 async fn providers_check(config: &Config) -> anyhow::Result<()> {
-    let csq = voucher_relay::providers::csq::CsqClient::new(config, None)?;
-    let electrum = voucher_relay::providers::electrum::ElectrumClient::new(config, None)?;
-    let (csq_answer, csq_exchange) = csq.ping().await;
-    let (electrum_answer, electrum_exchange) = electrum.ping().await;
+    let providers = voucher_relay::providers::Registry::build(
+        &config.providers,
+        &config.secrets.provider_credentials,
+        None,
+    )?;
     let mut failed = false;
-    for (name, ok, exchange) in [
-        ("csq", csq_answer.map(|_| ()), csq_exchange),
-        ("electrum", electrum_answer, electrum_exchange),
-    ] {
+    for provider in providers.iter() {
+        let name = provider.name();
+        let (answer, exchange) = provider.ping().await;
         let latency = exchange.latency.as_millis();
-        match ok {
+        match answer {
             Ok(()) => println!("{name:<9} ok      {latency} ms  {}", exchange.url),
             Err(e) => {
                 failed = true;
@@ -245,13 +245,18 @@ async fn advices(config: &Config, action: AdvicesAction) -> anyhow::Result<()> {
             Ok(())
         }
         AdvicesAction::Replay { advice_id, rebuild } => {
-            let budget = Duration::from_millis(config.providers.electrum.advice_budget_ms);
+            let Some(provider) = db.parked_advice_provider(advice_id).await? else {
+                anyhow::bail!("no parked advice {advice_id}");
+            };
+            let Some(budget) = config.providers.advice_budget(&provider) else {
+                anyhow::bail!("provider {provider:?} of advice {advice_id} has no advices here");
+            };
             let Some(tx) = db.replay_advice(advice_id, budget, rebuild).await? else {
                 anyhow::bail!("no parked advice {advice_id}");
             };
             println!("advice {advice_id} of transaction {tx} is pending again");
             // Wake the workers now; without this the sweeper finds it within about a minute.
-            if let Err(e) = wake_advice(config, tx).await {
+            if let Err(e) = wake_advice(config, &provider, tx).await {
                 eprintln!(
                     "warning: could not wake the relay ({e}); its sweeper will send the advice within about a minute"
                 );
@@ -261,9 +266,14 @@ async fn advices(config: &Config, action: AdvicesAction) -> anyhow::Result<()> {
     }
 }
 
-async fn wake_advice(config: &Config, tx: uuid::Uuid) -> anyhow::Result<()> {
+/// Publishes the advice wake-up through the shortest delay tier, back to the provider's
+/// advice queue, as a running relay's own wake-ups go.
+async fn wake_advice(config: &Config, provider: &str, tx: uuid::Uuid) -> anyhow::Result<()> {
     let publisher = broker::Publisher::connect(&config.broker.url).await?;
-    let sent = voucher_relay::workers::advice::publish_wake_up(&publisher, config, tx).await;
+    let body = voucher_relay::workers::follow_up::wake_up_body(tx);
+    let key = format!("{provider}.advice");
+    let sent =
+        voucher_relay::retry::publish_after(&publisher, config, &key, &body, Duration::ZERO).await;
     publisher.close().await;
     Ok(sent?)
 }

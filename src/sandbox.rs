@@ -25,7 +25,8 @@ pub fn csq_from_env(config: &Config, env: &dyn Env, options: SandboxOptions) -> 
 
 /// Serves every sandbox until the process is stopped.
 pub async fn run(config: &Config, env: &dyn Env) -> anyhow::Result<()> {
-    let (Some(csq), Some(electrum)) = (&config.sandbox.csq, &config.sandbox.electrum) else {
+    let (Some(csq), Some(electrum)) = (config.sandbox.get("csq"), config.sandbox.get("electrum"))
+    else {
         anyhow::bail!(
             "sandbox.csq.listen and sandbox.electrum.listen must be set in the config file"
         );

@@ -41,10 +41,10 @@ pub async fn run(
         "bench.",
         SandboxOptions::default(),
         |c| {
-            c.providers.csq.rate_per_sec = rate.max(1);
-            c.providers.csq.concurrency = 64;
-            c.providers.electrum.rate_per_sec = rate.max(1);
-            c.providers.electrum.concurrency = 64;
+            c.providers.csq.http.rate_per_sec = rate.max(1);
+            c.providers.csq.http.concurrency = 64;
+            c.providers.electrum.http.rate_per_sec = rate.max(1);
+            c.providers.electrum.http.concurrency = 64;
             c.broker.prefetch = 64;
         },
     )

@@ -69,11 +69,11 @@ pub async fn run(config_path: &Path, total: usize) -> anyhow::Result<()> {
         win_per_mille: 500,
     };
     let rig = Rig::start(config_path, &env, "demo.", options, |c| {
-        c.providers.csq.request_timeout_ms = 2000;
+        c.providers.csq.http.request_timeout_ms = 2000;
         c.providers.csq.resolve_deadline_ms = 5000;
         // The Electrum sandbox holds a faulted answer for a minute: give up after 2 s and
         // reverse. Advices repeat after 0.5 s doubling, so the demo's reversal ends quickly.
-        c.providers.electrum.request_timeout_ms = 2000;
+        c.providers.electrum.http.request_timeout_ms = 2000;
         c.providers.electrum.advice_backoff_base_ms = 500;
     })
     .await?;
@@ -196,7 +196,7 @@ pub async fn run(config_path: &Path, total: usize) -> anyhow::Result<()> {
             "plain batch: {plain} commands answered in {:.2} s ({:.1} commands/s; CSQ is limited to {} requests/s)",
             t.as_secs_f64(),
             plain as f64 / t.as_secs_f64().max(0.001),
-            config.providers.csq.rate_per_sec
+            config.providers.csq.http.rate_per_sec
         );
     }
     report(

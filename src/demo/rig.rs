@@ -91,11 +91,12 @@ impl Rig {
 
         let csq = sandbox::csq_from_env(&config, env, options);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        config.providers.csq.base_url = format!("http://{}", listener.local_addr()?);
+        config.providers.csq.http.base_url = format!("http://{}", listener.local_addr()?);
         let csq_task = tokio::spawn(csq.clone().serve(listener));
         let electrum = ElectrumSandbox::new(electrum_sandbox::SandboxOptions::default());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        config.providers.electrum.base_url = format!("http://{}/suv/v1", listener.local_addr()?);
+        config.providers.electrum.http.base_url =
+            format!("http://{}/suv/v1", listener.local_addr()?);
         let electrum_task = tokio::spawn(electrum.clone().serve(listener));
 
         let conn = broker::connect(&config.broker.url, "voucher-relay demo").await?;

@@ -11,9 +11,104 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
-use crate::config::HttpLimits;
+use serde::Deserialize;
+
 use crate::mask::mask_json;
 use crate::ratelimit::ProviderLimit;
+
+/// The HTTP settings every provider section of `queues.toml` carries, flattened into it:
+/// where the provider is and how hard the relay may push it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct HttpSettings {
+    pub base_url: String,
+    pub connect_timeout_ms: u64,
+    pub request_timeout_ms: u64,
+    /// Requests per second to the provider, across every worker process.
+    pub rate_per_sec: u32,
+    /// Requests in flight at once, per process.
+    pub concurrency: usize,
+    /// Worker processes the rate limit is shared by when PostgreSQL cannot be asked: each
+    /// process then sends at `rate_per_sec / max_processes`, so together they stay under.
+    #[serde(default = "default_max_processes")]
+    pub max_processes: u32,
+    /// Added to twice the request timeout to make the lease a worker holds while sending:
+    /// room for the rate limiter and the concurrency cap.
+    #[serde(default = "default_lease_margin_ms")]
+    pub lease_margin_ms: u64,
+}
+
+fn default_max_processes() -> u32 {
+    4
+}
+
+fn default_lease_margin_ms() -> u64 {
+    60_000
+}
+
+impl HttpSettings {
+    pub fn limits(&self) -> HttpLimits {
+        HttpLimits {
+            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            rate_per_sec: self.rate_per_sec,
+            max_processes: self.max_processes,
+            concurrency: self.concurrency,
+            lease_margin: Duration::from_millis(self.lease_margin_ms),
+        }
+    }
+
+    /// The checks every provider's HTTP settings pass; the error names the key under
+    /// `section` (for example `providers.csq`).
+    pub fn validate(&self, section: &str) -> Result<(), (String, String)> {
+        let bad = |key: &str, why: &str| Err((format!("{section}.{key}"), why.to_string()));
+        let l = self.limits();
+        if !self.base_url.starts_with("http://") && !self.base_url.starts_with("https://") {
+            return bad("base_url", "must be an http(s) URL");
+        }
+        if l.rate_per_sec == 0 || l.concurrency == 0 {
+            return bad("rate_per_sec / concurrency", "must be at least 1");
+        }
+        if l.max_queue_wait() < Duration::from_millis(500) {
+            return bad(
+                "lease_margin_ms",
+                "must be at least 1000: half of it is the longest wait for a send slot",
+            );
+        }
+        if l.request_timeout.is_zero() || l.connect_timeout.is_zero() {
+            return bad("*_timeout_ms", "must be positive");
+        }
+        Ok(())
+    }
+}
+
+/// How hard the shared HTTP path may push a provider, and how long its work is owned. Plain
+/// numbers, so reading them (once per command for the lease) allocates nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub rate_per_sec: u32,
+    pub max_processes: u32,
+    pub concurrency: usize,
+    /// `lease_margin_ms`: what a lease adds to two request timeouts.
+    pub lease_margin: Duration,
+}
+
+impl HttpLimits {
+    /// How long a worker owns what it is sending (a transaction, a poll, an advice): two
+    /// request timeouts plus the margin, which covers the wait for a send slot. Only a
+    /// redelivery (the owner's channel died) looks at it; a lease that runs out under a live
+    /// owner costs a resolution or a reversal, never a second financial effect.
+    pub fn lease(&self) -> Duration {
+        self.request_timeout * 2 + self.lease_margin
+    }
+
+    /// Longest wait for a send slot before a request is given up unsent: half the margin,
+    /// so a request is always sent and answered while its lease holds.
+    pub fn max_queue_wait(&self) -> Duration {
+        self.lease_margin / 2
+    }
+}
 
 /// Why a provider call produced no usable answer.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -118,66 +213,29 @@ impl ProviderHttp {
         body: Option<&Value>,
     ) -> (Result<Value, CallError>, Exchange) {
         let url = format!("{}{}", self.base_url, path);
-        let mut recorded = serde_json::Map::new();
-        for (name, _) in headers {
-            recorded.insert((*name).to_string(), Value::String("****".into()));
-        }
-        if !query.is_empty() {
-            let pairs: serde_json::Map<String, Value> = query
-                .iter()
-                .map(|(k, v)| ((*k).to_string(), Value::String(v.clone())))
-                .collect();
-            recorded.insert("query".into(), mask_json(&Value::Object(pairs)));
-        }
-        if let Some(b) = body {
-            recorded.insert("body".into(), mask_json(b));
-        }
         let mut exchange = Exchange {
             provider: self.name,
             operation,
             method: method.to_string(),
             url: url.clone(),
-            request: Value::Object(recorded),
+            request: recorded_request(query, headers, body),
             status: None,
             response: None,
             latency: Duration::ZERO,
             error: None,
         };
-
-        // The wait for a free slot is bounded: the caller's lease on the transaction is
-        // running, and a request sent after the lease ran out could overtake the reversal
-        // or resolution another worker started meanwhile. Past the bound, nothing is sent
-        // (and no rate-limit slot is taken).
-        let queued_at = Instant::now();
-        let permit = tokio::time::timeout(self.max_queue_wait, self.in_flight.acquire()).await;
-        let left = self.max_queue_wait.saturating_sub(queued_at.elapsed());
-        let refusal = match &permit {
-            // Closed only if the process is shutting down.
-            Ok(Err(_)) => Some("provider client closed".to_string()),
-            Ok(Ok(_)) if self.limit.wait_turn(left).await => None,
-            _ => {
-                metrics::counter!("voucher_send_slot_timeouts_total", "provider" => self.name)
-                    .increment(1);
-                Some(format!(
-                    "no send slot within {} ms (rate limit or concurrency cap)",
-                    self.max_queue_wait.as_millis()
-                ))
-            }
-        };
-        if let Some(why) = refusal {
+        let not_sent = |exchange: &mut Exchange, why: String| {
             let err = CallError::NotSent(why);
             exchange.error = Some(err.to_string());
-            return (Err(err), exchange);
-        }
-        let _permit = permit;
-
+            Err(err)
+        };
+        let _permit = match self.send_slot().await {
+            Ok(permit) => permit,
+            Err(why) => return (not_sent(&mut exchange, why), exchange),
+        };
         let mut target = match reqwest::Url::parse(&url) {
             Ok(u) => u,
-            Err(e) => {
-                let err = CallError::NotSent(format!("bad URL: {e}"));
-                exchange.error = Some(err.to_string());
-                return (Err(err), exchange);
-            }
+            Err(e) => return (not_sent(&mut exchange, format!("bad URL: {e}")), exchange),
         };
         if !query.is_empty() {
             target.query_pairs_mut().extend_pairs(query);
@@ -192,9 +250,65 @@ impl ProviderHttp {
         let started = Instant::now();
         let result = self.finish(request).await;
         exchange.latency = started.elapsed();
-        metrics::histogram!("voucher_provider_latency_seconds", "provider" => self.name, "operation" => operation)
+        self.record_answer(&mut exchange, &result);
+        (result.map(|(_, v)| v).map_err(|(_, e)| e), exchange)
+    }
+
+    /// A request the relay could not build: nothing is sent, and the record says why.
+    pub fn not_sent(
+        &self,
+        operation: &'static str,
+        why: String,
+    ) -> (Result<Value, CallError>, Exchange) {
+        let err = CallError::NotSent(why);
+        let exchange = Exchange {
+            provider: self.name,
+            operation,
+            method: String::new(),
+            url: self.base_url.clone(),
+            request: Value::Null,
+            status: None,
+            response: None,
+            latency: Duration::ZERO,
+            error: Some(err.to_string()),
+        };
+        (Err(err), exchange)
+    }
+
+    /// Waits for a concurrency permit and a rate-limit slot, within the bound.
+    ///
+    /// The wait is bounded: the caller's lease on the transaction is running, and a request
+    /// sent after the lease ran out could overtake the reversal or resolution another
+    /// worker started meanwhile. Past the bound, nothing is sent (and no rate-limit slot is
+    /// taken).
+    async fn send_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, String> {
+        let queued_at = Instant::now();
+        let permit = tokio::time::timeout(self.max_queue_wait, self.in_flight.acquire()).await;
+        let left = self.max_queue_wait.saturating_sub(queued_at.elapsed());
+        match permit {
+            // Closed only if the process is shutting down.
+            Ok(Err(_)) => Err("provider client closed".to_string()),
+            Ok(Ok(permit)) if self.limit.wait_turn(left).await => Ok(permit),
+            _ => {
+                metrics::counter!("voucher_send_slot_timeouts_total", "provider" => self.name)
+                    .increment(1);
+                Err(format!(
+                    "no send slot within {} ms (rate limit or concurrency cap)",
+                    self.max_queue_wait.as_millis()
+                ))
+            }
+        }
+    }
+
+    /// Puts the answer (masked) into the exchange record and the metrics.
+    fn record_answer(
+        &self,
+        exchange: &mut Exchange,
+        result: &Result<(u16, Value), (Option<u16>, CallError)>,
+    ) {
+        metrics::histogram!("voucher_provider_latency_seconds", "provider" => self.name, "operation" => exchange.operation)
             .record(exchange.latency.as_secs_f64());
-        match &result {
+        match result {
             Ok((status, value)) => {
                 exchange.status = Some(*status);
                 exchange.response = Some(mask_json(value));
@@ -207,14 +321,13 @@ impl ProviderHttp {
                 }
             }
         }
-        let outcome = match &result {
+        let outcome = match result {
             Ok(_) => "ok",
             Err((_, CallError::NotSent(_))) => "not_sent",
             Err((_, CallError::Unknown(_))) => "unknown",
             Err((_, CallError::Refused { .. })) => "refused",
         };
-        metrics::counter!("voucher_provider_calls_total", "provider" => self.name, "operation" => operation, "result" => outcome).increment(1);
-        (result.map(|(_, v)| v).map_err(|(_, e)| e), exchange)
+        metrics::counter!("voucher_provider_calls_total", "provider" => self.name, "operation" => exchange.operation, "result" => outcome).increment(1);
     }
 
     async fn finish(
@@ -251,6 +364,30 @@ impl ProviderHttp {
             Err((Some(code), CallError::Refused { status: code, body }))
         }
     }
+}
+
+/// The request as recorded: header names with masked values, the query masked beside the
+/// URL, and the body masked.
+fn recorded_request(
+    query: &[(&'static str, String)],
+    headers: &[(&'static str, String)],
+    body: Option<&Value>,
+) -> Value {
+    let mut recorded = serde_json::Map::new();
+    for (name, _) in headers {
+        recorded.insert((*name).to_string(), Value::String("****".into()));
+    }
+    if !query.is_empty() {
+        let pairs: serde_json::Map<String, Value> = query
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), Value::String(v.clone())))
+            .collect();
+        recorded.insert("query".into(), mask_json(&Value::Object(pairs)));
+    }
+    if let Some(b) = body {
+        recorded.insert("body".into(), mask_json(b));
+    }
+    Value::Object(recorded)
 }
 
 /// Connection failures happen before the request leaves; anything later may have been

@@ -1,9 +1,8 @@
 //! What running one provider operation came to: the executor acts on this alone.
 
-use std::time::Duration;
-
 use serde_json::Value;
 
+use super::work::{NewAdvice, Waiting};
 use crate::command::{OutcomeError, Status};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -14,17 +13,22 @@ pub enum Step {
         result: Option<Value>,
         error: Option<OutcomeError>,
     },
-    /// The request may have been applied: resolve it, never send it again.
+    /// The request may have been applied: resolve it, never send it again. What resolving
+    /// means is the provider's [`on_unknown`](super::Provider::on_unknown).
     Unknown(String),
     /// Nothing was applied: sending again later is safe.
     Retry(String),
-    /// The provider is still working on it (Electrum's 102 on a lookup): ask again later,
-    /// until a deadline.
+    /// The provider is still working on it (Electrum's 102 on a lookup): ask again later.
+    /// The provider says when it has waited long enough (see [`TxContext::waited`]).
+    ///
+    /// [`TxContext::waited`]: super::work::TxContext::waited
     Processing(String),
-    /// Sold; the additional data comes later. Carries what the sale returned.
-    AwaitData(Value),
-    /// A raffle ticket; its result comes after the draw, `draw_in` from now.
-    AwaitDraw { ticket: Value, draw_in: Duration },
+    /// The provider took it; the rest comes later (additional data, a raffle draw), found
+    /// by polling.
+    Wait(Box<Waiting>),
+    /// Another request's outcome is unknown and must be undone: record this reversal, and
+    /// let its final answer make this command's outcome.
+    Reverse(Box<NewAdvice>),
 }
 
 impl Step {
@@ -40,11 +44,20 @@ impl Step {
         Step::done(
             Status::Failed,
             None,
-            Some(OutcomeError {
-                code: code.into(),
-                message: message.into(),
-                provider_code,
-            }),
+            Some(error(code, message, provider_code)),
         )
+    }
+}
+
+/// An outcome's error.
+pub fn error(
+    code: &str,
+    message: impl Into<String>,
+    provider_code: Option<String>,
+) -> OutcomeError {
+    OutcomeError {
+        code: code.into(),
+        message: message.into(),
+        provider_code,
     }
 }

@@ -1,5 +1,5 @@
-//! Advices: store-and-forward messages (Electrum confirmations and reversals) repeated until
-//! the provider answers finally.
+//! Advices: store-and-forward messages (confirmations and reversals) repeated until the
+//! provider answers finally.
 //!
 //! The row is the truth. A RabbitMQ message only says "try the advices of transaction X";
 //! it rides the delay tiers between attempts and is republished explicitly each time (never
@@ -13,54 +13,10 @@ use tokio_postgres::Transaction;
 use uuid::Uuid;
 
 use super::Store;
-use super::transactions::TxState;
-use crate::command::Outcome;
-use crate::error::Result;
-
-pub const CONFIRMATION: &str = "confirmation";
-pub const REVERSAL: &str = "reversal";
-
-/// An advice to record.
-#[derive(Debug, Clone)]
-pub struct NewAdvice<'a> {
-    pub provider: &'a str,
-    /// `provision`, `redeem` or `refund`.
-    pub operation: &'a str,
-    /// [`CONFIRMATION`] or [`REVERSAL`].
-    pub kind: &'static str,
-    /// The provider request it is about.
-    pub request_id: Uuid,
-    pub reversal_reason: Option<&'a str>,
-    /// What the relay saw (for operators).
-    pub detail: Option<&'a str>,
-    pub tender: Option<Value>,
-    /// How long it is repeated before being parked.
-    pub budget: Duration,
-}
-
-impl<'a> NewAdvice<'a> {
-    /// The reversal of `request_id` (the `operation` request), with Electrum's
-    /// `reversal_reason` and what the relay saw (`detail`).
-    pub fn reversal(
-        provider: &'a str,
-        operation: &'a str,
-        request_id: Uuid,
-        reversal_reason: &'a str,
-        detail: &'a str,
-        budget: Duration,
-    ) -> NewAdvice<'a> {
-        NewAdvice {
-            provider,
-            operation,
-            kind: REVERSAL,
-            request_id,
-            reversal_reason: Some(reversal_reason),
-            detail: Some(detail),
-            tender: None,
-            budget,
-        }
-    }
-}
+use super::state::TxState;
+use crate::command::{Outcome, Subject};
+use crate::error::{RelayError, Result};
+use crate::providers::work::{AdviceJob, AdviceKind, NewAdvice};
 
 /// Records `a` for `transaction_id` inside the caller's database transaction, after every
 /// advice it already has. A confirmation is not recorded once a reversal of the same
@@ -69,13 +25,14 @@ impl<'a> NewAdvice<'a> {
 pub(crate) async fn insert(
     tx: &Transaction<'_>,
     transaction_id: Uuid,
-    a: &NewAdvice<'_>,
+    a: &NewAdvice,
 ) -> Result<Option<Uuid>> {
     let id = Uuid::now_v7();
+    let request_id = a.request_id.unwrap_or(transaction_id);
     let row = tx
         .query_opt(
             "INSERT INTO advices (id, transaction_id, seq, provider, operation, kind, request_id,
-                                  reversal_reason, detail, tender, deadline)
+                                  reversal_reason, detail, data, deadline)
              SELECT $1, $2, COALESCE((SELECT max(seq) FROM advices WHERE transaction_id = $2), 0) + 1,
                     $3, $4, $5, $6, $7, $8, $9, now() + make_interval(secs => $10)
              WHERE $5 <> 'confirmation'
@@ -86,11 +43,11 @@ pub(crate) async fn insert(
                 &transaction_id,
                 &a.provider,
                 &a.operation,
-                &a.kind,
-                &a.request_id,
+                &a.kind.as_str(),
+                &request_id,
                 &a.reversal_reason,
                 &a.detail,
-                &a.tender,
+                &a.data,
                 &a.budget.as_secs_f64(),
             ],
         )
@@ -101,36 +58,30 @@ pub(crate) async fn insert(
     Ok(row.map(|r| r.get(0)))
 }
 
-/// A claimed advice with what a worker needs to send it and to finish its transaction.
+/// A claimed advice: the provider's part, and what the worker needs to settle, repeat or
+/// park it.
 #[derive(Debug, Clone)]
-pub struct AdviceJob {
-    pub id: Uuid,
-    pub transaction_id: Uuid,
+pub struct ClaimedAdvice {
+    pub job: AdviceJob,
+    /// Proves this worker's claim.
     pub token: Uuid,
-    pub provider: String,
-    pub operation: String,
-    pub kind: String,
-    pub request_id: Uuid,
-    pub reversal_reason: Option<String>,
-    pub tender: Option<Value>,
-    /// The message as first sent, if it was.
-    pub body: Option<Value>,
-    /// Attempts including this one.
-    pub attempt: i32,
     pub past_budget: bool,
     /// Seconds since the advice was recorded.
     pub age_secs: f64,
+    /// The transaction's state: a reversal's answer makes the outcome only while it is
+    /// `reversing`.
     pub tx_state: TxState,
-    pub command_id: String,
-    pub source: String,
-    pub tx_kind: String,
 }
 
 /// When the head advice of a transaction is due.
 #[derive(Debug, Clone)]
 pub enum AdviceDue {
-    Now(Box<AdviceJob>),
-    Later(Duration),
+    Now(Box<ClaimedAdvice>),
+    /// Due after `wait`; `provider` routes its wake-up.
+    Later {
+        wait: Duration,
+        provider: String,
+    },
     /// Nothing pending, taken by another worker, or blocked behind a parked advice.
     Gone,
 }
@@ -143,7 +94,7 @@ impl Store {
         let row = tx
             .query_opt(
                 "SELECT a.id, a.state, a.provider, a.operation, a.kind, a.request_id,
-                        a.reversal_reason, a.tender, a.body, a.attempts,
+                        a.reversal_reason, a.data, a.body, a.attempts,
                         a.deadline <= now() AS past_budget,
                         EXTRACT(EPOCH FROM (now() - a.created_at))::float8 AS age,
                         GREATEST(EXTRACT(EPOCH FROM (a.next_at - now())), 0)::float8 AS wait,
@@ -165,7 +116,10 @@ impl Store {
         }
         let wait: f64 = row.get("wait");
         if wait > 0.5 {
-            return Ok(AdviceDue::Later(Duration::from_secs_f64(wait)));
+            return Ok(AdviceDue::Later {
+                wait: Duration::from_secs_f64(wait),
+                provider: row.get("provider"),
+            });
         }
         let id: Uuid = row.get("id");
         let token = Uuid::now_v7();
@@ -178,24 +132,32 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
-        Ok(AdviceDue::Now(Box::new(AdviceJob {
-            id,
-            transaction_id,
+        let kind: String = row.get("kind");
+        let kind = AdviceKind::parse(&kind)
+            .ok_or_else(|| RelayError::Corrupt(format!("advice {id} has kind {kind:?}")))?;
+        Ok(AdviceDue::Now(Box::new(ClaimedAdvice {
+            job: AdviceJob {
+                id,
+                transaction_id,
+                provider: row.get("provider"),
+                operation: row.get("operation"),
+                kind,
+                request_id: row.get("request_id"),
+                reversal_reason: row.get("reversal_reason"),
+                data: row.get("data"),
+                body: row.get("body"),
+                attempt: row.get::<_, i32>("attempts") + 1,
+                subject: Subject {
+                    command_id: row.get("command_id"),
+                    source: row.get("source"),
+                    kind: row.get("tx_kind"),
+                    provider: row.get("provider"),
+                },
+            },
             token,
-            provider: row.get("provider"),
-            operation: row.get("operation"),
-            kind: row.get("kind"),
-            request_id: row.get("request_id"),
-            reversal_reason: row.get("reversal_reason"),
-            tender: row.get("tender"),
-            body: row.get("body"),
-            attempt: row.get::<_, i32>("attempts") + 1,
             past_budget: row.get("past_budget"),
             age_secs: row.get("age"),
             tx_state: TxState::parse(row.get("tx_state"))?,
-            command_id: row.get("command_id"),
-            source: row.get("source"),
-            tx_kind: row.get("tx_kind"),
         })))
     }
 
@@ -210,19 +172,6 @@ impl Store {
             )
             .await?;
         Ok(row.get(0))
-    }
-
-    /// The relay's own transaction behind a provider request id, if there is one: its
-    /// command id.
-    pub async fn own_request(&self, request_id: Uuid) -> Result<Option<String>> {
-        let client = self.pool.get().await?;
-        let row = client
-            .query_opt(
-                "SELECT command_id FROM transactions WHERE id = $1",
-                &[&request_id],
-            )
-            .await?;
-        Ok(row.map(|r| r.get(0)))
     }
 
     /// Not final: try again after `wait`. False if this worker's claim was overtaken.
@@ -250,11 +199,12 @@ impl Store {
     /// claim was overtaken.
     pub async fn settle_advice(
         &self,
-        job: &AdviceJob,
+        claimed: &ClaimedAdvice,
         status: Option<u16>,
         answer: Option<&Value>,
         outcome: Option<&Outcome>,
     ) -> Result<bool> {
+        let job = &claimed.job;
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let status = status.map(i32::from);
@@ -263,7 +213,7 @@ impl Store {
                 "UPDATE advices SET state = 'done', final_status = $3, final_body = $4,
                         settled_at = now(), locked_until = NULL, locked_by = NULL, updated_at = now()
                  WHERE id = $1 AND locked_by = $2 AND state = 'pending'",
-                &[&job.id, &job.token, &status, &answer],
+                &[&job.id, &claimed.token, &status, &answer],
             )
             .await?;
         if n == 0 {
@@ -279,7 +229,8 @@ impl Store {
 
     /// The retry budget is spent: the advice is parked. Returns the record operators need
     /// to replay it (for `advice.parked`), or `None` if the claim was overtaken.
-    pub async fn park_advice(&self, job: &AdviceJob, error: &str) -> Result<Option<Value>> {
+    pub async fn park_advice(&self, claimed: &ClaimedAdvice, error: &str) -> Result<Option<Value>> {
+        let job = &claimed.job;
         let client = self.pool.get().await?;
         let row = client
             .query_opt(
@@ -287,7 +238,7 @@ impl Store {
                         locked_by = NULL, updated_at = now()
                  WHERE id = $1 AND locked_by = $2 AND state = 'pending'
                  RETURNING attempts, created_at, first_sent_at, body, detail",
-                &[&job.id, &job.token, &error],
+                &[&job.id, &claimed.token, &error],
             )
             .await?;
         Ok(row.map(|r| {
@@ -296,11 +247,11 @@ impl Store {
             json!({
                 "advice_id": job.id,
                 "transaction_id": job.transaction_id,
-                "command_id": job.command_id,
-                "source": job.source,
+                "command_id": job.subject.command_id,
+                "source": job.subject.source,
                 "provider": job.provider,
                 "operation": job.operation,
-                "kind": job.kind,
+                "kind": job.kind.as_str(),
                 "request_id": job.request_id,
                 "reversal_reason": job.reversal_reason,
                 "detail": r.get::<_, Option<String>>("detail"),
@@ -378,12 +329,24 @@ impl Store {
             .collect())
     }
 
+    /// The provider of parked advice `id`, if there is one.
+    pub async fn parked_advice_provider(&self, id: Uuid) -> Result<Option<String>> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                "SELECT provider FROM advices WHERE id = $1 AND state = 'parked'",
+                &[&id],
+            )
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
     /// Puts a parked advice back to work with a fresh `budget` and a fresh backoff, due now
     /// (same message, same `id`: the provider treats it as the repetition it is; every
     /// earlier attempt stays in `provider_exchanges`). Returns its transaction, or `None` if
     /// no such advice is parked.
     /// With `rebuild`, the stored message is dropped and built anew at the next attempt (for
-    /// a message Electrum refused as malformed, which it never recorded).
+    /// a message the provider refused as malformed, which it never recorded).
     pub async fn replay_advice(
         &self,
         id: Uuid,

@@ -1,9 +1,18 @@
-//! PostgreSQL: the source of truth. Pool, migrations, and one file per table group.
+//! PostgreSQL: the source of truth. Pool, migrations, and one file per concern:
+//! [`state`] (the state machine), [`transactions`] (intake, leases, unknown outcomes),
+//! [`outcomes`] (who waits, and the terminal outcome), [`polls`], [`advices`] and
+//! [`outbox`]. Nothing here knows a provider: what is provider-specific arrives as plain
+//! data from `providers::work`.
 
 pub mod advices;
 pub mod outbox;
+pub mod outcomes;
 pub mod polls;
+pub mod state;
 pub mod transactions;
+
+pub use outcomes::ReplyTarget;
+pub use state::TxState;
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -1,88 +1,42 @@
 //! Polls: the durable schedule of work that waits on a provider (additional data,
-//! unknown-outcome resolution). The row is the truth; a RabbitMQ delay-tier message only
-//! wakes a worker up, and the sweeper republishes wake-ups that were lost.
+//! unknown-outcome resolution, a raffle's draw). The row is the truth; a RabbitMQ
+//! delay-tier message only wakes a worker up, and the sweeper republishes wake-ups that
+//! were lost. The purpose is the provider's own word.
 
 use std::time::Duration;
 
-use serde_json::Value;
 use tokio_postgres::Transaction;
 use uuid::Uuid;
 
 use super::Store;
-use super::transactions::TxState;
+use super::state::TxState;
+use crate::command::Subject;
 use crate::error::{RelayError, Result};
+use crate::providers::work::{PollJob, PollPlan};
 
-/// Why a transaction is being polled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Purpose {
-    /// The outcome is unknown: query the provider by the transaction's reference.
-    Resolve,
-    /// Sold; fetch the additional data.
-    AdditionalData,
-    /// A raffle ticket; fetch the draw's result.
-    Finished,
-}
-
-impl Purpose {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Purpose::Resolve => "resolve",
-            Purpose::AdditionalData => "additional_data",
-            Purpose::Finished => "finished",
-        }
-    }
-
-    fn parse(s: &str) -> Result<Purpose> {
-        match s {
-            "resolve" => Ok(Purpose::Resolve),
-            "additional_data" => Ok(Purpose::AdditionalData),
-            "finished" => Ok(Purpose::Finished),
-            other => Err(RelayError::Corrupt(format!("poll purpose {other:?}"))),
-        }
-    }
-}
-
-/// A poll to start: what for, when first, and until when at the latest.
-#[derive(Debug, Clone, Copy)]
-pub struct PollPlan {
-    pub purpose: Purpose,
-    pub first_in: Duration,
-    pub deadline_in: Duration,
-}
-
-/// A claimed poll with what a worker needs to run it.
+/// A claimed poll: the provider's part, and what the worker needs to finish or
+/// reschedule it.
 #[derive(Debug, Clone)]
-pub struct PollJob {
-    pub transaction_id: Uuid,
-    pub purpose: Purpose,
-    /// Attempts including this one.
-    pub attempt: i32,
-    pub past_deadline: bool,
-    /// Time left until the deadline (zero once past it).
-    pub deadline_left: Duration,
+pub struct ClaimedPoll {
+    pub job: PollJob,
     /// Proves this worker's claim when it reschedules.
     pub token: Uuid,
+    /// The transaction's state (what a finish moves it from).
     pub state: TxState,
-    pub source: String,
-    pub command_id: String,
-    pub kind: String,
-    pub provider: String,
-    pub terminal_id: Option<i32>,
-    pub operator_id: Option<i32>,
-    pub local_reference: Option<i32>,
-    /// What the sale returned before its additional data, if anything.
-    pub partial: Option<Value>,
+    /// Time left until the deadline (zero once past it).
+    pub deadline_left: Duration,
 }
 
 /// When a poll is due: now, later (wait this long), or not at all (finished or taken).
 #[derive(Debug, Clone)]
 pub enum Due {
-    Now(Box<PollJob>),
+    Now(Box<ClaimedPoll>),
     Later(Duration),
     Gone,
 }
 
-/// Creates or replaces the poll of `id` inside the caller's database transaction.
+/// Creates or replaces the poll of `id` inside the caller's database transaction. A plan
+/// without `first_in` is due at once (the workers fill it from the delay tiers).
 pub(crate) async fn schedule(tx: &Transaction<'_>, id: Uuid, plan: &PollPlan) -> Result<()> {
     tx.execute(
         "INSERT INTO polls (transaction_id, purpose, next_at, deadline)
@@ -92,8 +46,8 @@ pub(crate) async fn schedule(tx: &Transaction<'_>, id: Uuid, plan: &PollPlan) ->
                  deadline = EXCLUDED.deadline, locked_until = NULL, updated_at = now()",
         &[
             &id,
-            &plan.purpose.as_str(),
-            &plan.first_in.as_secs_f64(),
+            &plan.purpose,
+            &plan.first_in.unwrap_or_default().as_secs_f64(),
             &plan.deadline_in.as_secs_f64(),
         ],
     )
@@ -141,7 +95,7 @@ impl Store {
                  RETURNING p.purpose, p.attempts, p.deadline <= now() AS past_deadline,
                            GREATEST(EXTRACT(EPOCH FROM (p.deadline - now())), 0)::float8 AS deadline_left,
                            t.state, t.source, t.command_id, t.kind, t.provider,
-                           t.terminal_id, t.operator_id, t.local_reference, t.partial_sealed",
+                           t.provider_ref, t.local_reference, t.partial_sealed",
                 &[&id, &lease.as_secs_f64(), &token],
             )
             .await?;
@@ -160,22 +114,25 @@ impl Store {
             }
             None => None,
         };
-        Ok(Due::Now(Box::new(PollJob {
-            transaction_id: id,
-            purpose: Purpose::parse(row.get("purpose"))?,
-            attempt: row.get("attempts"),
-            past_deadline: row.get("past_deadline"),
-            deadline_left: Duration::from_secs_f64(row.get::<_, f64>("deadline_left")),
+        Ok(Due::Now(Box::new(ClaimedPoll {
+            job: PollJob {
+                transaction_id: id,
+                purpose: row.get("purpose"),
+                attempt: row.get("attempts"),
+                past_deadline: row.get("past_deadline"),
+                subject: Subject {
+                    command_id: row.get("command_id"),
+                    source: row.get("source"),
+                    kind: row.get("kind"),
+                    provider: row.get("provider"),
+                },
+                local_reference: row.get("local_reference"),
+                refs: row.get("provider_ref"),
+                partial,
+            },
             token,
             state: TxState::parse(row.get("state"))?,
-            source: row.get("source"),
-            command_id: row.get("command_id"),
-            kind: row.get("kind"),
-            provider: row.get("provider"),
-            terminal_id: row.get("terminal_id"),
-            operator_id: row.get("operator_id"),
-            local_reference: row.get("local_reference"),
-            partial,
+            deadline_left: Duration::from_secs_f64(row.get::<_, f64>("deadline_left")),
         })))
     }
 

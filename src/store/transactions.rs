@@ -1,8 +1,6 @@
-//! Transactions: intake, the state machine, provider exchanges and the audit trail.
-//!
-//! Every state change is one SQL `UPDATE ... WHERE state = <from>` inside a database
-//! transaction that also writes the audit row, so two workers can never both move the same
-//! transaction, and a transition the state machine does not allow cannot be written.
+//! Transactions: intake, the lease to send, what happens when the outcome is unknown,
+//! waiting for the provider, provider exchanges and rejections. State changes go through
+//! [`state::transition`](super::state), outcomes through [`outcomes`](super::outcomes).
 
 use std::time::Duration;
 
@@ -12,87 +10,30 @@ use tokio_postgres::Transaction;
 use uuid::Uuid;
 
 use super::Store;
-use super::advices::{self, NewAdvice};
+use super::advices;
 use super::outbox::{self, Channel};
-use super::polls::{self, PollPlan};
-use crate::command::{Command, Outcome, Rejection};
-use crate::error::{RelayError, Result};
+use super::outcomes::{ReplyTarget, add_target, queue_for_target, queue_for_waiting};
+use super::polls;
+use super::state::{TxState, audit, transition};
+use crate::command::{Outcome, Rejection, Status, Subject};
+use crate::error::Result;
 use crate::providers::Exchange;
+use crate::providers::step::error;
+use crate::providers::work::{NewAdvice, UnknownPlan, Waiting};
 
-/// Where a transaction is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TxState {
-    /// Accepted; no request sent yet (or provably never delivered).
-    Received,
-    /// A worker holds the lease and may have sent the request.
-    Sending,
-    /// The request may have been applied; the answer is not known. A `resolve` poll runs.
-    Unknown,
-    /// Sold; the additional data is not there yet. An `additional_data` poll runs.
-    AwaitingData,
-    /// A raffle ticket was sold; a `finished` poll waits for the draw's result.
-    AwaitingDraw,
-    /// The outcome was unknown; a reversal advice is repeated until final, and its answer
-    /// makes the outcome.
-    Reversing,
-    /// A terminal outcome is stored.
-    Completed,
-}
-
-impl TxState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TxState::Received => "received",
-            TxState::Sending => "sending",
-            TxState::Unknown => "unknown",
-            TxState::AwaitingData => "awaiting_data",
-            TxState::AwaitingDraw => "awaiting_draw",
-            TxState::Reversing => "reversing",
-            TxState::Completed => "completed",
-        }
-    }
-
-    pub(crate) fn parse(s: &str) -> Result<TxState> {
-        Ok(match s {
-            "received" => TxState::Received,
-            "sending" => TxState::Sending,
-            "unknown" => TxState::Unknown,
-            "awaiting_data" => TxState::AwaitingData,
-            "awaiting_draw" => TxState::AwaitingDraw,
-            "reversing" => TxState::Reversing,
-            "completed" => TxState::Completed,
-            other => return Err(RelayError::Corrupt(format!("transaction state {other:?}"))),
-        })
-    }
-
-    /// The transitions the relay may make. Anything else is a bug.
-    pub fn allows(self, to: TxState) -> bool {
-        use TxState::*;
-        matches!(
-            (self, to),
-            (Received, Sending)
-                | (Sending, Received)
-                | (Sending, Completed)
-                | (Sending, Unknown)
-                | (Sending, AwaitingData)
-                | (Sending, AwaitingDraw)
-                | (Unknown, Completed)
-                | (Unknown, AwaitingData)
-                | (Unknown, AwaitingDraw)
-                | (AwaitingData, Completed)
-                | (AwaitingDraw, Completed)
-                | (Sending, Reversing)
-                | (Reversing, Completed)
-        )
-    }
-}
-
-/// Who wants to hear the outcome of one command message. Empty strings mean "not asked".
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ReplyTarget {
-    pub reply_to: String,
-    pub correlation_id: String,
-    pub callback_url: String,
+/// What the executor records at intake.
+#[derive(Debug, Clone)]
+pub struct NewTransaction<'a> {
+    pub source: &'a str,
+    pub command_id: &'a str,
+    pub kind: &'a str,
+    pub provider: &'a str,
+    /// The params, masked, for the audit copy.
+    pub params_masked: Value,
+    /// Whether the relay allocates a local reference number for the provider.
+    pub local_reference: bool,
+    /// The provider's own references, kept for its polls.
+    pub refs: Option<Value>,
 }
 
 /// What intake found for a command.
@@ -117,317 +58,114 @@ pub struct TxRef {
     pub local_reference: Option<i32>,
 }
 
-async fn audit(
-    tx: &Transaction<'_>,
-    id: Uuid,
-    from: Option<TxState>,
-    to: TxState,
-    detail: Value,
-) -> Result<()> {
-    tx.execute(
-        "INSERT INTO audit_trail (transaction_id, from_state, to_state, detail) VALUES ($1, $2, $3, $4)",
-        &[&id, &from.map(TxState::as_str), &to.as_str(), &detail],
-    )
-    .await?;
-    Ok(())
-}
+/// What the audit trail says of a worker that died while sending.
+pub const LOST_WORKER: &str = "lease expired; the worker is gone";
 
-/// Moves `id` from `from` to `to` with an audit row; false if it was not in `from`.
-async fn transition(
+/// The one way an outcome becomes unknown, inside the caller's database transaction:
+/// `from -> unknown` with its resolve poll, or `from -> reversing` with its reversal, as
+/// the provider's `plan` says. Returns the new state, or `None` (nothing recorded) if the
+/// transaction was not in `from`.
+async fn take_unknown(
     tx: &Transaction<'_>,
     id: Uuid,
     from: TxState,
-    to: TxState,
-    detail: Value,
-) -> Result<bool> {
-    if !from.allows(to) {
-        return Err(RelayError::Corrupt(format!(
-            "transition {} -> {} is not allowed",
-            from.as_str(),
-            to.as_str()
-        )));
+    why: &str,
+    plan: &UnknownPlan,
+) -> Result<Option<TxState>> {
+    match plan {
+        UnknownPlan::Resolve(poll) => {
+            if !transition(tx, id, from, TxState::Unknown, json!({"reason": why})).await? {
+                return Ok(None);
+            }
+            polls::schedule(tx, id, poll).await?;
+            Ok(Some(TxState::Unknown))
+        }
+        UnknownPlan::Reverse(advice) => {
+            let detail = json!({"reason": why, "reversal_reason": advice.reversal_reason});
+            if !transition(tx, id, from, TxState::Reversing, detail).await? {
+                return Ok(None);
+            }
+            advices::insert(tx, id, advice).await?;
+            Ok(Some(TxState::Reversing))
+        }
     }
-    let n = tx
-        .execute(
-            "UPDATE transactions SET state = $3, updated_at = now(),
-                 lease_until = CASE WHEN $3 = 'sending' THEN lease_until ELSE NULL END
-             WHERE id = $1 AND state = $2",
-            &[&id, &from.as_str(), &to.as_str()],
-        )
-        .await?;
-    if n == 1 {
-        audit(tx, id, Some(from), to, detail).await?;
-    }
-    Ok(n == 1)
-}
-
-async fn add_target(tx: &Transaction<'_>, id: Uuid, t: &ReplyTarget) -> Result<()> {
-    tx.execute(
-        "INSERT INTO reply_targets (transaction_id, reply_to, correlation_id, callback_url)
-         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-        &[&id, &t.reply_to, &t.correlation_id, &t.callback_url],
-    )
-    .await?;
-    Ok(())
-}
-
-/// Queues `outcome` for one target: its AMQP reply and its callback, where asked for.
-async fn queue_for_target(
-    tx: &Transaction<'_>,
-    sealed: &[u8],
-    outcome: &Outcome,
-    tx_id: Option<Uuid>,
-    rejection_id: Option<Uuid>,
-    t: &ReplyTarget,
-) -> Result<()> {
-    if !t.reply_to.is_empty() {
-        outbox::insert(
-            tx,
-            outcome,
-            sealed,
-            tx_id,
-            rejection_id,
-            Channel::Reply,
-            &t.reply_to,
-            Some(&t.correlation_id),
-        )
-        .await?;
-    }
-    if !t.callback_url.is_empty() {
-        outbox::insert(
-            tx,
-            outcome,
-            sealed,
-            tx_id,
-            rejection_id,
-            Channel::Callback,
-            &t.callback_url,
-            None,
-        )
-        .await?;
-    }
-    Ok(())
-}
-
-/// Queues `outcome` on `voucher.events` and for every target of `id` still waiting for its
-/// end; `answers` marks them answered (a terminal outcome), a progress event leaves them
-/// waiting.
-async fn queue_for_waiting(
-    tx: &Transaction<'_>,
-    id: Uuid,
-    sealed: &[u8],
-    outcome: &Outcome,
-    answers: bool,
-) -> Result<()> {
-    outbox::insert(
-        tx,
-        outcome,
-        sealed,
-        Some(id),
-        None,
-        Channel::Event,
-        &outcome.routing_key(),
-        None,
-    )
-    .await?;
-    let rows = tx
-        .query(
-            "UPDATE reply_targets SET answered_at = CASE WHEN $2 THEN now() END
-             WHERE transaction_id = $1 AND answered_at IS NULL
-             RETURNING reply_to, correlation_id, callback_url",
-            &[&id, &answers],
-        )
-        .await?;
-    for row in rows {
-        let t = ReplyTarget {
-            reply_to: row.get(0),
-            correlation_id: row.get(1),
-            callback_url: row.get(2),
-        };
-        queue_for_target(tx, sealed, outcome, Some(id), None, &t).await?;
-    }
-    Ok(())
-}
-
-/// A financial request whose worker died while sending may have been applied. CSQ resolves
-/// it by query (`unknown` with a resolve poll); Electrum's rule is to reverse it
-/// (`reversing` with a reversal advice). Returns the new state.
-async fn lost_worker(
-    tx: &Transaction<'_>,
-    id: Uuid,
-    provider: &str,
-    kind: &str,
-    resolve: &PollPlan,
-    reversal_budget: Duration,
-) -> Result<TxState> {
-    let detail = "lease expired; the worker is gone";
-    if provider == "electrum" {
-        let advice = NewAdvice::reversal(provider, kind, id, "TIMEOUT", detail, reversal_budget);
-        reverse_in(tx, id, TxState::Sending, &advice).await?;
-        Ok(TxState::Reversing)
-    } else {
-        transition(
-            tx,
-            id,
-            TxState::Sending,
-            TxState::Unknown,
-            json!({"reason": detail}),
-        )
-        .await?;
-        polls::schedule(tx, id, resolve).await?;
-        Ok(TxState::Unknown)
-    }
-}
-
-/// `from -> reversing` with its reversal advice, inside the caller's database transaction.
-/// False (and nothing recorded) if the transaction was not in `from`.
-async fn reverse_in(
-    tx: &Transaction<'_>,
-    id: Uuid,
-    from: TxState,
-    advice: &NewAdvice<'_>,
-) -> Result<bool> {
-    let moved = transition(
-        tx,
-        id,
-        from,
-        TxState::Reversing,
-        json!({"reason": advice.detail, "reversal_reason": advice.reversal_reason}),
-    )
-    .await?;
-    if moved {
-        advices::insert(tx, id, advice).await?;
-    }
-    Ok(moved)
 }
 
 impl Store {
     /// Records a command idempotently and registers who wants its outcome. One database
     /// transaction; the AMQP message may be acked once this returns (except for `Busy`).
     ///
-    /// A transaction found in `sending` after its lease expired becomes `unknown`, and its
-    /// resolution poll (`resolve`) is scheduled in the same database transaction.
+    /// A financial command found in `sending` after its lease expired may have been
+    /// applied: `on_lost` (the provider's plan for an unknown outcome) is recorded in the
+    /// same database transaction. A read is simply asked again.
     pub async fn intake(
         &self,
-        cmd: &Command,
-        params_masked: &Value,
+        new: &NewTransaction<'_>,
         target: &ReplyTarget,
-        resolve: &PollPlan,
-        reversal_budget: Duration,
+        on_lost: Option<&UnknownPlan>,
     ) -> Result<Intake> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let (terminal_id, operator_id, uses_local_ref) = match &cmd.action {
-            crate::command::Action::CsqPurchase(p) => {
-                (Some(p.terminal_id), Some(p.operator_id), true)
-            }
-            crate::command::Action::CsqProducts(p) => {
-                (Some(p.terminal_id), Some(p.operator_id), false)
-            }
-            crate::command::Action::CsqBalance(p) => (Some(p.terminal_id), None, false),
-            _ => (None, None, false),
+        let result = match insert_new(&tx, new, target).await? {
+            Some(r) => Intake::New(r),
+            None => self.intake_existing(&tx, new, target, on_lost).await?,
         };
-        let new_id = Uuid::now_v7();
-        let inserted = tx
-            .query_opt(
-                "INSERT INTO transactions
-                     (id, source, command_id, kind, provider, state, params_masked, terminal_id, operator_id, local_reference)
-                 VALUES ($1, $2, $3, $4, $5, 'received', $6, $7, $9,
-                         CASE WHEN $8 THEN nextval('csq_local_reference')::integer END)
-                 ON CONFLICT (source, command_id) DO NOTHING
-                 RETURNING local_reference",
-                &[
-                    &new_id,
-                    &cmd.source,
-                    &cmd.command_id,
-                    &cmd.action.kind(),
-                    &cmd.action.provider().as_str(),
-                    params_masked,
-                    &terminal_id,
-                    &uses_local_ref,
-                    &operator_id,
-                ],
-            )
-            .await?;
-        if let Some(row) = inserted {
-            let r = TxRef {
-                id: new_id,
-                local_reference: row.get(0),
-            };
-            add_target(&tx, new_id, target).await?;
-            audit(&tx, new_id, None, TxState::Received, json!({})).await?;
-            tx.commit().await?;
-            return Ok(Intake::New(r));
-        }
+        tx.commit().await?;
+        Ok(result)
+    }
 
+    /// Intake of a key seen before, with its row locked.
+    async fn intake_existing(
+        &self,
+        tx: &Transaction<'_>,
+        new: &NewTransaction<'_>,
+        target: &ReplyTarget,
+        on_lost: Option<&UnknownPlan>,
+    ) -> Result<Intake> {
         let row = tx
             .query_one(
                 "SELECT id, state, local_reference, lease_until > now() AS leased, outcome_sealed,
                         kind, provider
                  FROM transactions WHERE source = $1 AND command_id = $2 FOR UPDATE",
-                &[&cmd.source, &cmd.command_id],
+                &[&new.source, &new.command_id],
             )
             .await?;
         let r = TxRef {
             id: row.get("id"),
             local_reference: row.get("local_reference"),
         };
-        let state = TxState::parse(row.get("state"))?;
-        let leased: Option<bool> = row.get("leased");
-        if row.get::<_, &str>("kind") != cmd.action.kind()
-            || row.get::<_, &str>("provider") != cmd.action.provider().as_str()
+        if row.get::<_, &str>("kind") != new.kind || row.get::<_, &str>("provider") != new.provider
         {
             // The same key for a different operation is a producer's bug: acting on it
             // would run one command's params under another's transaction.
             return Ok(Intake::Conflict(r));
         }
-        let result = match state {
-            TxState::Completed => {
-                let sealed: Vec<u8> = row.get("outcome_sealed");
-                let outcome = self.open_outcome(&sealed)?;
-                queue_for_target(&tx, &sealed, &outcome, Some(r.id), None, target).await?;
-                Intake::Completed(r)
+        let state = TxState::parse(row.get("state"))?;
+        let leased: Option<bool> = row.get("leased");
+        if state == TxState::Completed {
+            let sealed: Vec<u8> = row.get("outcome_sealed");
+            let outcome = self.open_outcome(&sealed)?;
+            queue_for_target(tx, &sealed, &outcome, Some(r.id), None, target).await?;
+            return Ok(Intake::Completed(r));
+        }
+        if state == TxState::Sending && leased == Some(true) {
+            return Ok(Intake::Busy(r));
+        }
+        add_target(tx, r.id, target).await?;
+        let state = match (state, on_lost) {
+            // The worker that held the lease is gone and may have sent the request.
+            (TxState::Sending, Some(plan)) => take_unknown(tx, r.id, state, LOST_WORKER, plan)
+                .await?
+                .unwrap_or(state),
+            // A read whose worker is gone: asking again changes nothing at the provider.
+            (TxState::Sending, None) => {
+                let why = json!({"reason": "lease expired while reading; asking again"});
+                transition(tx, r.id, state, TxState::Received, why).await?;
+                TxState::Received
             }
-            TxState::Sending if leased == Some(true) => Intake::Busy(r),
-            TxState::Sending if cmd.action.has_financial_effect() => {
-                // The worker that held the lease is gone and may have sent the request.
-                add_target(&tx, r.id, target).await?;
-                let provider = cmd.action.provider().as_str();
-                let to = lost_worker(
-                    &tx,
-                    r.id,
-                    provider,
-                    cmd.action.kind(),
-                    resolve,
-                    reversal_budget,
-                )
-                .await?;
-                Intake::Pending(r, to)
-            }
-            TxState::Sending => {
-                // A read whose worker is gone: asking again changes nothing at the provider.
-                add_target(&tx, r.id, target).await?;
-                transition(
-                    &tx,
-                    r.id,
-                    TxState::Sending,
-                    TxState::Received,
-                    json!({"reason": "lease expired while reading; asking again"}),
-                )
-                .await?;
-                Intake::Pending(r, TxState::Received)
-            }
-            TxState::Received
-            | TxState::Unknown
-            | TxState::AwaitingData
-            | TxState::AwaitingDraw
-            | TxState::Reversing => {
-                add_target(&tx, r.id, target).await?;
-                Intake::Pending(r, state)
-            }
+            (state, _) => state,
         };
-        tx.commit().await?;
-        Ok(result)
+        Ok(Intake::Pending(r, state))
     }
 
     /// Takes the lease to send the provider request: `received -> sending`. Returns the
@@ -464,53 +202,41 @@ impl Store {
     pub async fn release(&self, id: Uuid, reason: &str) -> Result<()> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        transition(
-            &tx,
-            id,
-            TxState::Sending,
-            TxState::Received,
-            json!({"reason": reason}),
-        )
-        .await?;
+        let why = json!({"reason": reason});
+        transition(&tx, id, TxState::Sending, TxState::Received, why).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    /// `sending -> unknown`: the request may have been applied. Schedules its resolution.
-    pub async fn mark_unknown(&self, id: Uuid, reason: &str, resolve: &PollPlan) -> Result<()> {
+    /// `sending -> unknown | reversing`: the request may have been applied; records the
+    /// provider's `plan` for it. Returns the new state, or `None` if the transaction was no
+    /// longer `sending`.
+    pub async fn mark_unknown(
+        &self,
+        id: Uuid,
+        why: &str,
+        plan: &UnknownPlan,
+    ) -> Result<Option<TxState>> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        if transition(
-            &tx,
-            id,
-            TxState::Sending,
-            TxState::Unknown,
-            json!({"reason": reason}),
-        )
-        .await?
-        {
-            polls::schedule(&tx, id, resolve).await?;
-        }
+        let moved = take_unknown(&tx, id, TxState::Sending, why, plan).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(moved)
     }
 
-    /// `sending | unknown -> awaiting_data | awaiting_draw`: sold, and the rest comes later. Keeps
-    /// what the sale returned (sealed), schedules the poll, and queues the progress event
+    /// `sending | unknown -> awaiting_*`: the provider took it and the rest comes later.
+    /// Keeps what it returned (sealed), schedules the poll, and queues the progress event
     /// for every waiting target, all in one database transaction.
-    #[allow(clippy::too_many_arguments)]
     pub async fn await_provider(
         &self,
         id: Uuid,
         from: TxState,
-        to: TxState,
-        partial: &Value,
-        plan: &PollPlan,
+        waiting: &Waiting,
         progress: Option<&Outcome>,
     ) -> Result<()> {
-        let sealed = self
-            .sealer
-            .seal(&serde_json::to_vec(partial).unwrap_or_default());
+        let partial = serde_json::to_vec(&waiting.partial).unwrap_or_default();
+        let sealed = self.sealer.seal(&partial);
+        let to = TxState::waiting_for(waiting.wait_for);
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         if transition(&tx, id, from, to, json!({})).await? {
@@ -519,7 +245,7 @@ impl Store {
                 &[&id, &sealed],
             )
             .await?;
-            polls::schedule(&tx, id, plan).await?;
+            polls::schedule(&tx, id, &waiting.plan).await?;
             if let Some(event) = progress {
                 let sealed_event = self.seal_outcome(event);
                 // Progress goes to everyone waiting, who still wait for the end.
@@ -546,22 +272,15 @@ impl Store {
         Ok(())
     }
 
-    /// Stores the terminal outcome and, in the same database transaction, the outbox rows
-    /// that deliver it: the event, and a reply and callback for every waiting target.
-    /// False if the transaction was not in `from` (someone else finished it).
-    pub async fn complete(&self, id: Uuid, from: TxState, outcome: &Outcome) -> Result<bool> {
-        self.complete_with_advice(id, from, outcome, None).await
-    }
-
     /// [`complete`](Self::complete), and in the same database transaction records the
-    /// advice that must follow (a dual-messaging confirmation). Returns whether the outcome
-    /// was stored; the advice is recorded only with it.
+    /// advice that must follow (a confirmation). Returns whether the outcome was stored;
+    /// the advice is recorded only with it.
     pub async fn complete_with_advice(
         &self,
         id: Uuid,
         from: TxState,
         outcome: &Outcome,
-        advice: Option<&NewAdvice<'_>>,
+        advice: Option<&NewAdvice>,
     ) -> Result<bool> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
@@ -575,57 +294,14 @@ impl Store {
         Ok(true)
     }
 
-    /// The terminal outcome inside the caller's database transaction.
-    pub(crate) async fn complete_in(
-        &self,
-        tx: &Transaction<'_>,
-        id: Uuid,
-        from: TxState,
-        outcome: &Outcome,
-    ) -> Result<bool> {
-        if !from.allows(TxState::Completed) {
-            return Ok(false);
-        }
-        let sealed = self.seal_outcome(outcome);
-        let n = tx
-            .execute(
-                "UPDATE transactions SET state = 'completed', status = $3, event_id = $4,
-                     outcome_sealed = $5, completed_at = now(), updated_at = now(), lease_until = NULL
-                 WHERE id = $1 AND state = $2",
-                &[&id, &from.as_str(), &outcome.status.as_str(), &outcome.event_id, &sealed],
-            )
+    /// The command id of the relay's own transaction `id`, if there is one: a provider
+    /// request id that is one of the relay's own.
+    pub async fn command_of(&self, id: Uuid) -> Result<Option<String>> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt("SELECT command_id FROM transactions WHERE id = $1", &[&id])
             .await?;
-        if n == 0 {
-            return Ok(false);
-        }
-        audit(
-            tx,
-            id,
-            Some(from),
-            TxState::Completed,
-            json!({"status": outcome.status.as_str(), "event_id": outcome.event_id}),
-        )
-        .await?;
-        // The transaction is finished: nothing may poll it again.
-        tx.execute("DELETE FROM polls WHERE transaction_id = $1", &[&id])
-            .await?;
-        queue_for_waiting(tx, id, &sealed, outcome, true).await?;
-        Ok(true)
-    }
-
-    /// `from -> reversing`: the outcome is unknown, so a reversal advice is recorded in the
-    /// same database transaction. False if the transaction was not in `from`.
-    pub async fn start_reversal(
-        &self,
-        id: Uuid,
-        from: TxState,
-        advice: &NewAdvice<'_>,
-    ) -> Result<bool> {
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        let moved = reverse_in(&tx, id, from, advice).await?;
-        tx.commit().await?;
-        Ok(moved)
+        Ok(row.map(|r| r.get(0)))
     }
 
     /// Records a refused command and queues its `rejected` outcome, in one transaction.
@@ -704,92 +380,113 @@ impl Store {
         Ok((id, outcome.event_id))
     }
 
-    /// Transactions whose worker died while sending and whose message will not come back
-    /// (it went to the dead-letter queue): a purchase becomes `unknown` with a resolve poll;
-    /// a read ends `failed` (`interrupted`), since asking again needs the command again.
-    /// An Electrum operation is reversed instead. Returns the transactions moved, with their
-    /// provider and new state, for their wake-ups.
-    pub async fn expire_leases(
-        &self,
-        grace: Duration,
-        resolve: &PollPlan,
-        reversal_budget: Duration,
-    ) -> Result<Vec<(Uuid, String, TxState)>> {
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        let rows = tx
+    /// Transactions whose worker died while sending more than `grace` ago, and whose
+    /// message will not come back (it went to the dead-letter queue): id, kind, provider.
+    /// At most 100 at a time.
+    pub async fn expired_leases(&self, grace: Duration) -> Result<Vec<(Uuid, String, String)>> {
+        let client = self.pool.get().await?;
+        let rows = client
             .query(
                 "SELECT id, kind, provider FROM transactions
                  WHERE state = 'sending' AND lease_until < now() - make_interval(secs => $1)
-                 ORDER BY lease_until LIMIT 100 FOR UPDATE SKIP LOCKED",
+                 ORDER BY lease_until LIMIT 100",
                 &[&grace.as_secs_f64()],
             )
             .await?;
-        let mut moved = Vec::new();
-        let mut reads = Vec::new();
-        for row in rows {
-            let id: Uuid = row.get(0);
-            let kind: String = row.get(1);
-            let provider: String = row.get(2);
-            if crate::command::FINANCIAL_KINDS.contains(&kind.as_str()) {
-                let to = lost_worker(&tx, id, &provider, &kind, resolve, reversal_budget).await?;
-                moved.push((id, provider, to));
-            } else {
-                reads.push(id);
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+
+    /// Takes over a transaction whose lease expired more than `grace` ago. A financial one
+    /// (with the provider's `plan`) may have been applied: its outcome is unknown. A read
+    /// ends `failed` (`interrupted`), since asking again needs the command again. Returns
+    /// the new state, or `None` if another worker moved it meanwhile.
+    pub async fn take_over_lost(
+        &self,
+        id: Uuid,
+        grace: Duration,
+        plan: Option<&UnknownPlan>,
+    ) -> Result<Option<TxState>> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let row = tx
+            .query_opt(
+                "SELECT command_id, source, kind, provider FROM transactions
+                 WHERE id = $1 AND state = 'sending'
+                   AND lease_until < now() - make_interval(secs => $2)
+                 FOR UPDATE SKIP LOCKED",
+                &[&id, &grace.as_secs_f64()],
+            )
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let moved = match plan {
+            Some(plan) => take_unknown(&tx, id, TxState::Sending, LOST_WORKER, plan).await?,
+            None => {
+                let subject = Subject {
+                    command_id: row.get(0),
+                    source: row.get(1),
+                    kind: row.get(2),
+                    provider: row.get(3),
+                };
+                let outcome = subject.outcome(
+                    Status::Failed,
+                    None,
+                    Some(error(
+                        "interrupted",
+                        "the worker stopped while asking the provider; send the command again with a new command_id",
+                        None,
+                    )),
+                );
+                let done = self
+                    .complete_in(&tx, id, TxState::Sending, &outcome)
+                    .await?;
+                done.then_some(TxState::Completed)
             }
-        }
+        };
         tx.commit().await?;
-        for id in reads {
-            let row = client
-                .query_one(
-                    "SELECT command_id, source, kind, provider FROM transactions WHERE id = $1",
-                    &[&id],
-                )
-                .await?;
-            let outcome = Outcome::new(
-                Some(row.get(0)),
-                Some(row.get(1)),
-                row.get(2),
-                row.get(3),
-                crate::command::Status::Failed,
-                None,
-                Some(crate::command::OutcomeError {
-                    code: "interrupted".into(),
-                    message: "the worker stopped while asking the provider; send the command again with a new command_id".into(),
-                    provider_code: None,
-                }),
-            );
-            self.complete(id, TxState::Sending, &outcome).await?;
-        }
         Ok(moved)
-    }
-
-    pub(crate) fn seal_outcome(&self, outcome: &Outcome) -> Vec<u8> {
-        // Serializing a struct of strings and JSON values cannot fail.
-        let json = serde_json::to_vec(outcome).unwrap_or_default();
-        self.sealer.seal(&json)
-    }
-
-    pub(crate) fn open_outcome(&self, sealed: &[u8]) -> Result<Outcome> {
-        let plain = self.sealer.open(sealed).ok_or_else(|| {
-            RelayError::Corrupt("outcome cannot be decrypted: wrong DATA_ENCRYPTION_KEY?".into())
-        })?;
-        serde_json::from_slice(&plain).map_err(|e| RelayError::Corrupt(format!("outcome: {e}")))
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::TxState::*;
-
-    #[test]
-    fn state_machine_allows_only_forward_moves() {
-        assert!(Received.allows(Sending));
-        assert!(Sending.allows(Received));
-        assert!(Sending.allows(Unknown));
-        assert!(Unknown.allows(Completed));
-        assert!(!Completed.allows(Sending));
-        assert!(!Received.allows(Completed));
-        assert!(!Unknown.allows(Sending));
-    }
+/// Inserts a command seen for the first time, with its target and audit row; `None` if
+/// its key exists.
+async fn insert_new(
+    tx: &Transaction<'_>,
+    new: &NewTransaction<'_>,
+    target: &ReplyTarget,
+) -> Result<Option<TxRef>> {
+    let id = Uuid::now_v7();
+    let inserted = tx
+        .query_opt(
+            "INSERT INTO transactions
+                 (id, source, command_id, kind, provider, state, params_masked, provider_ref, local_reference)
+             VALUES ($1, $2, $3, $4, $5, 'received', $6, $7,
+                     CASE WHEN $8 THEN nextval('local_reference_seq')::integer END)
+             ON CONFLICT (source, command_id) DO NOTHING
+             RETURNING local_reference",
+            &[
+                &id,
+                &new.source,
+                &new.command_id,
+                &new.kind,
+                &new.provider,
+                &new.params_masked,
+                &new.refs,
+                &new.local_reference,
+            ],
+        )
+        .await?;
+    let Some(row) = inserted else {
+        return Ok(None);
+    };
+    add_target(tx, id, target).await?;
+    audit(tx, id, None, TxState::Received, json!({})).await?;
+    Ok(Some(TxRef {
+        id,
+        local_reference: row.get(0),
+    }))
 }

@@ -8,11 +8,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::Rng;
 use tracing::Instrument;
 
-use super::relay::Shared;
+use super::shared::Shared;
 use crate::broker::publisher::json_properties;
+use crate::retry::{Backoff, Jitter, Schedule};
 use crate::shutdown::Shutdown;
 use crate::store::outbox::{Channel, OutboxItem};
 use crate::webhook::CallbackResult;
@@ -26,12 +26,18 @@ const CLAIM_MARGIN: Duration = Duration::from_secs(5);
 /// Poll interval when nothing woke the worker: picks up rows written by other processes
 /// and retries that came due.
 const IDLE_POLL: Duration = Duration::from_millis(250);
-/// Broker publishes are retried forever, no slower than this: the broker coming back is
-/// only a matter of time, and an outcome must never be dropped.
-const MAX_BROKER_RETRY: Duration = Duration::from_secs(30);
+/// Broker publishes are retried forever, 2 s doubling to no slower than 30 s: the broker
+/// coming back is only a matter of time, and an outcome must never be dropped.
+const BROKER_RETRY: Backoff = Backoff {
+    base: Duration::from_secs(2),
+    cap: Duration::from_secs(30),
+    jitter: CALLBACK_JITTER,
+};
+/// Plus or minus 20 %, so retries from many rows do not arrive together.
+const CALLBACK_JITTER: Jitter = Jitter::Between(0.8, 1.2);
 
-/// Runs until shutdown.
-pub async fn run(shared: Arc<Shared>, mut shutdown: Shutdown) {
+/// Drains the outbox until shutdown.
+pub async fn deliver_outbox_until_shutdown(shared: Arc<Shared>, mut shutdown: Shutdown) {
     loop {
         if shutdown.is_triggered() {
             return;
@@ -59,12 +65,6 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: Shutdown) {
             }
         }
     }
-}
-
-/// Plus or minus 20 %, so retries from many rows do not arrive together.
-fn jitter(d: Duration) -> Duration {
-    let factor = rand::rng().random_range(0.8..1.2);
-    d.mul_f64(factor)
 }
 
 async fn deliver(shared: &Shared, item: OutboxItem) {
@@ -98,11 +98,7 @@ async fn deliver_one(shared: &Shared, item: OutboxItem) {
                 .await
             {
                 Ok(()) => Ok(()),
-                Err(e) => {
-                    let backoff =
-                        Duration::from_secs(1 << item.attempts.clamp(0, 5)).min(MAX_BROKER_RETRY);
-                    Err((e.to_string(), Some(jitter(backoff))))
-                }
+                Err(e) => Err((e.to_string(), Some(BROKER_RETRY.wait(item.attempts)))),
             }
         }
         Channel::Callback => match shared
@@ -119,14 +115,13 @@ async fn deliver_one(shared: &Shared, item: OutboxItem) {
                 reason,
                 retry_after,
             } => {
-                let schedule = &shared.config.webhook.retry_schedule_ms;
-                let next = usize::try_from(item.attempts - 1)
-                    .ok()
-                    .and_then(|i| schedule.get(i))
-                    .map(|ms| {
-                        let wait = jitter(Duration::from_millis(*ms));
-                        retry_after.map_or(wait, |ra| wait.max(ra))
-                    });
+                let schedule = Schedule {
+                    steps_ms: &shared.config.webhook.retry_schedule_ms,
+                    jitter: CALLBACK_JITTER,
+                };
+                let next = schedule
+                    .wait_after(item.attempts)
+                    .map(|wait| retry_after.map_or(wait, |ra| wait.max(ra)));
                 tracing::warn!(?status, reason = %reason, gives_up = next.is_none(), "callback failed");
                 Err((reason, next))
             }

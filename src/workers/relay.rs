@@ -1,4 +1,4 @@
-//! The running relay: connections, topology, and the worker tasks, supervised.
+//! The running relay: connections, topology, the providers, and the worker tasks.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -6,26 +6,16 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
+use super::consumer::consume_supervised;
+use super::shared::Shared;
+use super::{advice, callbacks, executor, poller, sweeper};
 use crate::broker::{self, Publisher, topology};
 use crate::config::Config;
 use crate::crypto::Sealer;
-use crate::providers::csq::CsqClient;
-use crate::providers::electrum::ElectrumClient;
+use crate::providers::Registry;
 use crate::shutdown::{Shutdown, ShutdownTrigger};
 use crate::store::{self, Store};
 use crate::webhook::{Deliverer, SigningKey};
-
-/// What every worker task shares.
-pub struct Shared {
-    pub config: Config,
-    pub store: Store,
-    pub publisher: Publisher,
-    pub csq: CsqClient,
-    pub electrum: ElectrumClient,
-    pub deliverer: Deliverer,
-    /// Wakes the callback worker when an outcome was just committed.
-    pub outbox_wakeup: Notify,
-}
 
 /// A started relay. Dropping it does not stop it; call [`Relay::stop`].
 pub struct Relay {
@@ -38,67 +28,18 @@ impl Relay {
     /// Migrates the database, declares the topology, and starts the workers. Fails fast, with
     /// a message naming the service, if PostgreSQL or RabbitMQ cannot be reached.
     pub async fn start(config: Config) -> anyhow::Result<Relay> {
-        store::migrate(&config.database).await?;
-        let sealer = Sealer::new(&config.secrets.data_key);
-        let store = Store::connect(&config.database, sealer).await?;
-        let conn = broker::connect(&config.broker.url, "voucher-relay topology").await?;
-        let declared = topology::apply(&conn, &config, topology::Mode::Declare).await;
-        let _ = conn.close(200, "topology declared".into()).await;
-        declared?;
-        let publisher = Publisher::connect(&config.broker.url).await?;
-        let key = SigningKey::parse(&config.secrets.webhook_signing_secret)
-            .map_err(|e| anyhow::anyhow!("WEBHOOK_SIGNING_SECRET: {e}"))?;
-        let deliverer = Deliverer::new(key, Duration::from_millis(config.webhook.timeout_ms))?;
-        // The global rate limit gets connections of its own: workers busy with the main pool
-        // must not push it into its per-process fallback.
-        let limiter_db = crate::config::DatabaseConfig {
-            pool_size: 2,
-            ..config.database.clone()
-        };
-        let limiter_store =
-            Store::connect(&limiter_db, Sealer::new(&config.secrets.data_key)).await?;
-        let csq = CsqClient::new(&config, Some(limiter_store.pool.clone()))?;
-        let electrum = ElectrumClient::new(&config, Some(limiter_store.pool))?;
-        let shared = Arc::new(Shared {
-            config,
-            store,
-            publisher,
-            csq,
-            electrum,
-            deliverer,
-            outbox_wakeup: Notify::new(),
-        });
+        let shared = Arc::new(connect(config).await?);
         let (trigger, shutdown) = crate::shutdown::channel();
         let mut tasks = JoinSet::new();
-        let command_queues = [
-            shared.config.providers.csq.queue.clone(),
-            shared.config.providers.electrum.queue.clone(),
-            shared.config.broker.unrouted_queue.clone(),
-        ];
-        for queue in command_queues {
-            tasks.spawn(consume_supervised(
-                shared.clone(),
-                queue,
-                shutdown.clone(),
-                super::executor::handle,
-            ));
-        }
-        let poll_queue = shared.config.providers.csq.poll_queue.clone();
-        tasks.spawn(consume_supervised(
+        spawn_consumers(&mut tasks, &shared, &shutdown);
+        tasks.spawn(sweeper::sweep_until_shutdown(
             shared.clone(),
-            poll_queue,
             shutdown.clone(),
-            super::poller::handle,
         ));
-        let advice_queue = shared.config.providers.electrum.advice_queue.clone();
-        tasks.spawn(consume_supervised(
+        tasks.spawn(callbacks::deliver_outbox_until_shutdown(
             shared.clone(),
-            advice_queue,
-            shutdown.clone(),
-            super::advice::handle,
+            shutdown,
         ));
-        tasks.spawn(super::poller::sweep(shared.clone(), shutdown.clone()));
-        tasks.spawn(super::callbacks::run(shared.clone(), shutdown.clone()));
         Ok(Relay {
             trigger,
             tasks,
@@ -119,47 +60,78 @@ impl Relay {
     }
 }
 
-/// Consumes one queue with `handle`, reconnecting with backoff whenever the broker goes away.
-async fn consume_supervised<F, Fut>(
-    shared: Arc<Shared>,
-    queue: String,
-    mut shutdown: Shutdown,
-    handle: F,
-) where
-    F: Fn(Arc<Shared>, lapin::message::Delivery) -> Fut + Copy + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let name = shared.config.name(&queue);
-    let mut wait = Duration::from_millis(200);
-    while !shutdown.is_triggered() {
-        let run = async {
-            let conn =
-                broker::connect(&shared.config.broker.url, &format!("voucher-relay {queue}"))
-                    .await?;
-            let result = {
-                let shared = shared.clone();
-                broker::consume(
-                    &conn,
-                    &name,
-                    shared.config.broker.prefetch,
-                    shutdown.clone(),
-                    move |d| handle(shared.clone(), d),
-                )
-                .await
-            };
-            let _ = conn.close(200, "consumer stopped".into()).await;
-            result
-        };
-        match run.await {
-            Ok(()) => return,
-            Err(e) => {
-                tracing::warn!(queue = %name, error = %e, retry_in_ms = wait.as_millis() as u64, "consumer lost; reconnecting");
-                tokio::select! {
-                    _ = shutdown.wait() => return,
-                    _ = tokio::time::sleep(wait) => {}
-                }
-                wait = (wait * 2).min(Duration::from_secs(10));
-            }
-        }
+/// Everything the workers share: the database, the topology, the publisher and the
+/// enabled providers.
+async fn connect(config: Config) -> anyhow::Result<Shared> {
+    store::migrate(&config.database).await?;
+    let store = Store::connect(&config.database, Sealer::new(&config.secrets.data_key)).await?;
+    let conn = broker::connect(&config.broker.url, "voucher-relay topology").await?;
+    let declared = topology::apply(&conn, &config, topology::Mode::Declare).await;
+    let _ = conn.close(200, "topology declared".into()).await;
+    declared?;
+    let publisher = Publisher::connect(&config.broker.url).await?;
+    let key = SigningKey::parse(&config.secrets.webhook_signing_secret)
+        .map_err(|e| anyhow::anyhow!("WEBHOOK_SIGNING_SECRET: {e}"))?;
+    let deliverer = Deliverer::new(key, Duration::from_millis(config.webhook.timeout_ms))?;
+    // The global rate limit gets connections of its own: workers busy with the main pool
+    // must not push it into its per-process fallback.
+    let limiter_db = crate::config::DatabaseConfig {
+        pool_size: 2,
+        ..config.database.clone()
+    };
+    let limiter = Store::connect(&limiter_db, Sealer::new(&config.secrets.data_key)).await?;
+    let providers = Registry::build(
+        &config.providers,
+        &config.secrets.provider_credentials,
+        Some(limiter.pool),
+    )?;
+    Ok(Shared {
+        config,
+        store,
+        publisher,
+        providers,
+        deliverer,
+        outbox_wakeup: Notify::new(),
+    })
+}
+
+/// One consumer per queue: each provider's commands, and its polls and advices if it has
+/// them; commands that match no provider are rejected by the executor too.
+fn spawn_consumers(tasks: &mut JoinSet<()>, shared: &Arc<Shared>, shutdown: &Shutdown) {
+    let mut commands = vec![shared.config.broker.unrouted_queue.clone()];
+    let mut polls = Vec::new();
+    let mut advices = Vec::new();
+    for p in shared.providers.iter() {
+        commands.push(p.command_queue().to_string());
+        polls.extend(p.polling().map(|q| q.poll_queue().to_string()));
+        advices.extend(p.advices().map(|a| a.advice_queue().to_string()));
+    }
+    let sh = || (shared.clone(), shutdown.clone());
+    for queue in commands {
+        let (shared, shutdown) = sh();
+        tasks.spawn(consume_supervised(
+            shared,
+            queue,
+            shutdown,
+            executor::run_command,
+        ));
+    }
+    for queue in polls {
+        let (shared, shutdown) = sh();
+        tasks.spawn(consume_supervised(
+            shared,
+            queue,
+            shutdown,
+            poller::run_poll_wake_up,
+        ));
+    }
+    for queue in advices {
+        let (shared, shutdown) = sh();
+        tasks.spawn(consume_supervised(
+            shared,
+            queue,
+            shutdown,
+            advice::run_advice_wake_up,
+        ));
     }
 }

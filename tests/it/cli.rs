@@ -103,9 +103,10 @@ async fn providers_check_pings_the_sandbox() {
         "{text}"
     );
     // The same check against a port where nothing listens fails, naming the provider.
-    let dead = env
-        .config_text
-        .replace(&env.config.providers.csq.base_url, "http://127.0.0.1:1");
+    let dead = env.config_text.replace(
+        &env.config.providers.csq.http.base_url,
+        "http://127.0.0.1:1",
+    );
     let path = std::env::temp_dir().join(format!("vr-test-{}-dead.toml", env.id));
     std::fs::write(&path, dead).unwrap();
     let (code, text) = relay(

@@ -447,11 +447,10 @@ async fn reversal_survives_a_killed_worker() {
 async fn single_messaging_sends_no_confirmation() {
     let env = TestEnv::new().await;
     let mut config = env.config.clone();
-    config
-        .providers
-        .electrum
-        .messaging_by_operation
-        .insert("redeem".into(), voucher_relay::config::Messaging::Single);
+    config.providers.electrum.messaging_by_operation.insert(
+        "redeem".into(),
+        voucher_relay::providers::electrum::Messaging::Single,
+    );
     let relay = Relay::start(config).await.unwrap();
     let mut c = Client::new(&env).await;
     let code = confirmed_voucher(&env, &mut c, "p-1").await;
@@ -684,7 +683,10 @@ async fn redemption_still_processing_past_the_deadline() {
         "client": {"id": env.config.providers.electrum.client_id, "name": "another POS"},
         "voucher": {"code": code}
     });
-    let url = format!("{}/redemptions", env.config.providers.electrum.base_url);
+    let url = format!(
+        "{}/redemptions",
+        env.config.providers.electrum.http.base_url
+    );
     let user = env.config.providers.electrum.client_id.clone();
     let sent = tokio::spawn(async move {
         let http = reqwest::Client::new();

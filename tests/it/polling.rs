@@ -35,7 +35,7 @@ async fn timeout_after_the_sale_resolves_to_succeeded_with_one_voucher() {
     })
     .await;
     let mut config = env.config.clone();
-    config.providers.csq.request_timeout_ms = 1000;
+    config.providers.csq.http.request_timeout_ms = 1000;
     let relay = voucher_relay::workers::Relay::start(config).await.unwrap();
     let (reply_to, mut replies) = env.reply_queue().await;
     env.publish(

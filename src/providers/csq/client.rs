@@ -8,8 +8,8 @@ use reqwest::Method;
 use serde_json::Value;
 
 use super::auth;
+use super::config::CsqConfig;
 use super::params::PurchaseParams;
-use crate::config::Config;
 use crate::providers::{CallError, Exchange, ProviderHttp};
 
 /// Talks to one CSQ endpoint with the configured credentials.
@@ -40,16 +40,17 @@ pub enum Products {
 }
 
 impl CsqClient {
-    /// A client; `pool` makes its rate limit global across processes.
+    /// A client with the credentials `credential` finds in the variables `cfg` names;
+    /// `pool` makes its rate limit global across processes.
     pub fn new(
-        config: &Config,
+        cfg: &CsqConfig,
+        credential: &dyn Fn(&str) -> String,
         pool: Option<deadpool_postgres::Pool>,
     ) -> anyhow::Result<CsqClient> {
-        let cfg = &config.providers.csq;
         Ok(CsqClient {
-            http: ProviderHttp::new("csq", &cfg.base_url, &cfg.limits(), pool)?,
-            user: config.credential(&cfg.user_env).to_string(),
-            password: config.credential(&cfg.password_env).to_string(),
+            http: ProviderHttp::new(super::NAME, &cfg.http.base_url, &cfg.http.limits(), pool)?,
+            user: credential(&cfg.user_env),
+            password: credential(&cfg.password_env),
             raffle_operators: cfg.raffle_operators.clone(),
             products_ttl: Duration::from_millis(cfg.products_cache_ms),
             products: Arc::default(),

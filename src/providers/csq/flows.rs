@@ -2,14 +2,15 @@
 //! tickets), the product list, and the balance. Each returns a [`Step`] and the exchanges it
 //! made, and decides nothing about queues or storage.
 
-use std::time::Duration;
-
 use serde_json::{Value, json};
 
 use super::client::{CsqClient, Products};
+use super::config::CsqConfig;
 use super::mapping::{Decision, PurchaseRef, purchase_decision, refusal};
 use super::params::{BalanceParams, ProductsParams, PurchaseParams};
+use super::poll::after_sale;
 use crate::command::Status;
+use crate::providers::step::error;
 use crate::providers::{CallError, Exchange, Step};
 
 /// Buys one voucher. A purchase naming neither `product_id` nor `dynamic_product_id` asks
@@ -17,6 +18,7 @@ use crate::providers::{CallError, Exchange, Step};
 /// `amount_to_send_x100` (or the only one); a 404 there means a fixed product.
 pub async fn purchase(
     client: &CsqClient,
+    cfg: &CsqConfig,
     p: &PurchaseParams,
     local_reference: i32,
 ) -> (Step, Vec<Exchange>) {
@@ -31,15 +33,15 @@ pub async fn purchase(
                 Some(id) => params.body.dynamic_product_id = Some(id),
                 None => {
                     return (
-                        Step::Done {
-                            status: Status::Failed,
-                            result: Some(json!({"products": products_result(&items)})),
-                            error: Some(crate::command::OutcomeError {
-                                code: "no_matching_dynamic_product".into(),
-                                message: "the operator sells dynamic products and none is priced at amount_to_send_x100; name one in dynamic_product_id".into(),
-                                provider_code: None,
-                            }),
-                        },
+                        Step::done(
+                            Status::Failed,
+                            Some(json!({"products": products_result(&items)})),
+                            Some(error(
+                                "no_matching_dynamic_product",
+                                "the operator sells dynamic products and none is priced at amount_to_send_x100; name one in dynamic_product_id",
+                                None,
+                            )),
+                        ),
                         exchanges,
                     );
                 }
@@ -62,15 +64,7 @@ pub async fn purchase(
                 status: Status::Succeeded,
                 result: Some(result),
                 ..
-            } if client.is_raffle(p.operator_id) => Step::AwaitDraw {
-                draw_in: draw_in(&result),
-                ticket: result,
-            },
-            Decision::Final {
-                status: Status::Succeeded,
-                result: Some(result),
-                ..
-            } if result["has_additional_data"] == true => Step::AwaitData(result),
+            } => after_sale(cfg, client.is_raffle(p.operator_id), result),
             Decision::Final {
                 status,
                 result,
@@ -183,19 +177,6 @@ fn products_result(items: &Value) -> Value {
     )
 }
 
-/// How long until the draw, from the ticket's `draw_at` (RFC 3339); now if absent.
-pub fn draw_in(ticket: &Value) -> Duration {
-    ticket["additional_data"]["draw_at"]
-        .as_str()
-        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-        .and_then(|at| {
-            (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
-                .to_std()
-                .ok()
-        })
-        .unwrap_or(Duration::ZERO)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,14 +189,5 @@ mod tests {
         assert_eq!(select_product(&items, None), None);
         let one = json!([{"dynamicProductId": "only", "amountX100": 500}]);
         assert_eq!(select_product(&one, None).as_deref(), Some("only"));
-    }
-
-    #[test]
-    fn draw_time_in_the_past_means_now() {
-        let t = json!({"additional_data": {"draw_at": "2000-01-01T00:00:00Z"}});
-        assert_eq!(draw_in(&t), Duration::ZERO);
-        let later = (chrono::Utc::now() + chrono::Duration::seconds(120)).to_rfc3339();
-        let t = json!({"additional_data": {"draw_at": later}});
-        assert!(draw_in(&t) > Duration::from_secs(100));
     }
 }

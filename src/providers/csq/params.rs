@@ -10,7 +10,7 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::command::{RejectReason, amount_field};
+use crate::command::{RejectReason, amount_field, only_params};
 
 /// CSQ's `documentType` enum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -75,7 +75,7 @@ const MAX_TEXT: usize = 512;
 impl PurchaseParams {
     /// Validates the `params` object of a `purchase.csq` command.
     pub fn from_params(p: &Map<String, Value>) -> Result<PurchaseParams, RejectReason> {
-        only(p, &FIELDS)?;
+        only_params(p, &FIELDS)?;
         let local_date_time = text(p, "local_date_time")?;
         if let Some(t) = &local_date_time {
             chrono::DateTime::parse_from_rfc3339(t).map_err(|_| {
@@ -126,7 +126,7 @@ pub struct ProductsParams {
 
 impl ProductsParams {
     pub fn from_params(p: &Map<String, Value>) -> Result<ProductsParams, RejectReason> {
-        only(p, &["terminal_id", "operator_id"])?;
+        only_params(p, &["terminal_id", "operator_id"])?;
         Ok(ProductsParams {
             terminal_id: positive_int32(p, "terminal_id")?,
             operator_id: positive_int32(p, "operator_id")?,
@@ -142,18 +142,10 @@ pub struct BalanceParams {
 
 impl BalanceParams {
     pub fn from_params(p: &Map<String, Value>) -> Result<BalanceParams, RejectReason> {
-        only(p, &["terminal_id"])?;
+        only_params(p, &["terminal_id"])?;
         Ok(BalanceParams {
             terminal_id: positive_int32(p, "terminal_id")?,
         })
-    }
-}
-
-/// Refuses any param not in `allowed`.
-fn only(p: &Map<String, Value>, allowed: &[&str]) -> Result<(), RejectReason> {
-    match p.keys().find(|k| !allowed.contains(&k.as_str())) {
-        Some(unknown) => Err(RejectReason::UnknownParam(unknown.clone())),
-        None => Ok(()),
     }
 }
 

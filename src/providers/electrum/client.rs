@@ -6,8 +6,9 @@ use reqwest::Method;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
+use super::config::{ElectrumConfig, Messaging};
 use super::params::{LookupParams, Originator, ProvisionParams, Tender, VoucherParams};
-use crate::config::{Config, ElectrumConfig, Messaging};
+use crate::providers::work::AdviceKind;
 use crate::providers::{CallError, Exchange, ProviderHttp};
 
 /// The three operations that have advices.
@@ -46,35 +47,11 @@ impl Operation {
     }
 }
 
-/// Confirmation (dual messaging: "completed, no reversal will follow") or reversal ("undo
-/// it, whether or not it arrived").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AdviceKind {
-    Confirmation,
-    Reversal,
-}
-
-impl AdviceKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AdviceKind::Confirmation => "confirmation",
-            AdviceKind::Reversal => "reversal",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<AdviceKind> {
-        match s {
-            "confirmation" => Some(AdviceKind::Confirmation),
-            "reversal" => Some(AdviceKind::Reversal),
-            _ => None,
-        }
-    }
-
-    fn path(self) -> &'static str {
-        match self {
-            AdviceKind::Confirmation => "/confirmations",
-            AdviceKind::Reversal => "/reversals",
-        }
+/// Where an advice of `kind` is posted, under its operation's resource.
+fn advice_path(kind: AdviceKind) -> &'static str {
+    match kind {
+        AdviceKind::Confirmation => "/confirmations",
+        AdviceKind::Reversal => "/reversals",
     }
 }
 
@@ -94,17 +71,18 @@ fn now() -> String {
 }
 
 impl ElectrumClient {
-    /// A client; `pool` makes its rate limit global across processes.
+    /// A client with the password `credential` finds in the variable `cfg` names; `pool`
+    /// makes its rate limit global across processes.
     pub fn new(
-        config: &Config,
+        cfg: &ElectrumConfig,
+        credential: &dyn Fn(&str) -> String,
         pool: Option<deadpool_postgres::Pool>,
     ) -> anyhow::Result<ElectrumClient> {
-        let cfg = &config.providers.electrum;
-        let password = config.credential(&cfg.password_env);
+        let password = credential(&cfg.password_env);
         let token = base64::engine::general_purpose::STANDARD
             .encode(format!("{}:{password}", cfg.client_id));
         Ok(ElectrumClient {
-            http: ProviderHttp::new("electrum", &cfg.base_url, &cfg.limits(), pool)?,
+            http: ProviderHttp::new(super::NAME, &cfg.http.base_url, &cfg.http.limits(), pool)?,
             client_id: cfg.client_id.clone(),
             client_name: cfg.client_name.clone(),
             authorization: format!("Basic {token}"),
@@ -247,13 +225,19 @@ impl ElectrumClient {
         Value::Object(body)
     }
 
-    /// `POST /{vouchers|redemptions|refunds}/{confirmations|reversals}`.
+    /// `POST /{vouchers|redemptions|refunds}/{confirmations|reversals}`. An advice of
+    /// an operation Electrum does not have is not sent.
     pub async fn send_advice(
         &self,
-        operation: Operation,
+        operation: &str,
         kind: AdviceKind,
         body: &Value,
     ) -> (Result<Value, CallError>, Exchange) {
+        let Some(operation) = Operation::parse(operation) else {
+            return self
+                .http
+                .not_sent("advice", format!("no Electrum operation {operation:?}"));
+        };
         let name = match (operation, kind) {
             (Operation::Provision, AdviceKind::Confirmation) => "provision_confirmation",
             (Operation::Provision, AdviceKind::Reversal) => "provision_reversal",
@@ -262,7 +246,7 @@ impl ElectrumClient {
             (Operation::Refund, AdviceKind::Confirmation) => "refund_confirmation",
             (Operation::Refund, AdviceKind::Reversal) => "refund_reversal",
         };
-        let path = format!("{}{}", operation.path(), kind.path());
+        let path = format!("{}{}", operation.path(), advice_path(kind));
         self.post(name, &path, body).await
     }
 

@@ -4,7 +4,9 @@
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::command::Status;
+use crate::command::{OutcomeError, Status};
+use crate::providers::step::error;
+use crate::providers::work::{AdviceJob, AdviceJudgement, AdviceKind, FinalAnswer};
 use crate::providers::{CallError, Step};
 
 /// The `result` of a successful provision, redemption or refund: the request id (which
@@ -173,6 +175,101 @@ pub fn advice_verdict(answer: &Result<Value, CallError>, status: Option<u16>) ->
     }
 }
 
+/// What an advice's answer means: settled (with the outcome a reversal makes), repeated,
+/// or parked because the relay's own message is at fault.
+pub fn judge_advice(
+    job: &AdviceJob,
+    answer: &Result<Value, CallError>,
+    status: Option<u16>,
+) -> AdviceJudgement {
+    let verdict = advice_verdict(answer, status);
+    let fault = match &verdict {
+        AdviceVerdict::Refused { status, error_type } => {
+            relay_fault(*status, error_type.as_deref())
+        }
+        _ => None,
+    };
+    match (verdict, fault) {
+        (AdviceVerdict::Again(reason), _) => AdviceJudgement::Again(reason),
+        (AdviceVerdict::Refused { status, .. }, Some(RelayFault::Credentials)) => {
+            tracing::error!(advice_id = %job.id, status, "Electrum refused the relay's credentials; check client_id and ELECTRUM_PASSWORD (the advice is repeated meanwhile)");
+            AdviceJudgement::Again(format!("credentials refused (HTTP {status})"))
+        }
+        (AdviceVerdict::Refused { status, .. }, Some(RelayFault::Message)) => {
+            AdviceJudgement::Park(format!(
+                "Electrum refused the relay's message as malformed (HTTP {status} FORMAT_ERROR): fix the relay, then `advices replay --rebuild`"
+            ))
+        }
+        (verdict, _) => AdviceJudgement::Settled(FinalAnswer {
+            verdict: verdict_name(&verdict),
+            accepted: verdict == AdviceVerdict::Accepted,
+            outcome: (job.kind == AdviceKind::Reversal)
+                .then(|| reversal_outcome(job, &verdict))
+                .flatten(),
+        }),
+    }
+}
+
+fn verdict_name(v: &AdviceVerdict) -> &'static str {
+    match v {
+        AdviceVerdict::Accepted => "accepted",
+        AdviceVerdict::NotFound => "not_found",
+        AdviceVerdict::Refused { .. } => "refused",
+        AdviceVerdict::Again(_) => "again",
+    }
+}
+
+/// The command's outcome once its reversal was answered finally; none while it was not.
+fn reversal_outcome(
+    job: &AdviceJob,
+    verdict: &AdviceVerdict,
+) -> Option<(Status, Value, OutcomeError)> {
+    let result = json!({"request_id": job.request_id, "reversal_reason": job.reversal_reason, "advice_id": job.id});
+    let op = &job.operation;
+    let already_reversed = matches!(verdict, AdviceVerdict::Refused { error_type: Some(t), .. } if t.ends_with("_ALREADY_REVERSED"));
+    let (status, error) = match verdict {
+        // Reversed before (an earlier repetition whose answer was lost): the same end.
+        _ if already_reversed => (
+            Status::Reversed,
+            error(
+                "reversed",
+                format!("no final answer came for the {op}; Electrum had already reversed it"),
+                None,
+            ),
+        ),
+        AdviceVerdict::Accepted => (
+            Status::Reversed,
+            error(
+                "reversed",
+                format!(
+                    "no final answer came for the {op}; it was reversed and Electrum accepted the reversal"
+                ),
+                None,
+            ),
+        ),
+        AdviceVerdict::NotFound => (
+            Status::Failed,
+            error(
+                "not_received",
+                format!("Electrum never received the {op}: nothing was applied"),
+                Some("UNABLE_TO_LOCATE_RECORD".into()),
+            ),
+        ),
+        AdviceVerdict::Refused { status, error_type } => (
+            Status::Failed,
+            error(
+                "reversal_refused",
+                format!(
+                    "Electrum refused the reversal (HTTP {status}): the {op} stands as Electrum recorded it; check with Electrum"
+                ),
+                error_type.clone(),
+            ),
+        ),
+        AdviceVerdict::Again(_) => return None,
+    };
+    Some((status, result, error))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,5 +344,78 @@ mod tests {
         };
         assert_eq!(status, Status::Declined);
         assert_eq!(error.unwrap().code, "voucher_already_redeemed");
+    }
+
+    fn job() -> AdviceJob {
+        AdviceJob {
+            id: Uuid::now_v7(),
+            transaction_id: Uuid::now_v7(),
+            provider: "electrum".into(),
+            operation: "redeem".into(),
+            kind: AdviceKind::Reversal,
+            request_id: Uuid::now_v7(),
+            reversal_reason: Some("TIMEOUT".into()),
+            data: None,
+            body: None,
+            attempt: 3,
+            subject: crate::command::Subject {
+                command_id: "c-1".into(),
+                source: "pos-1".into(),
+                kind: "redeem".into(),
+                provider: "electrum".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn a_reversals_final_answer_makes_the_outcome() {
+        let refused = |t: &str| AdviceVerdict::Refused {
+            status: 400,
+            error_type: Some(t.into()),
+        };
+        let cases = [
+            (AdviceVerdict::Accepted, Status::Reversed, "reversed"),
+            (AdviceVerdict::NotFound, Status::Failed, "not_received"),
+            (
+                refused("REDEMPTION_ALREADY_CONFIRMED"),
+                Status::Failed,
+                "reversal_refused",
+            ),
+            (
+                refused("REDEMPTION_ALREADY_REVERSED"),
+                Status::Reversed,
+                "reversed",
+            ),
+        ];
+        for (verdict, status, code) in cases {
+            let (s, _, e) = reversal_outcome(&job(), &verdict).expect("a final answer");
+            assert_eq!(s, status, "{verdict:?}");
+            assert_eq!(e.code, code, "{verdict:?}");
+        }
+        assert!(reversal_outcome(&job(), &AdviceVerdict::Again("HTTP 503".into())).is_none());
+    }
+
+    #[test]
+    fn the_relays_own_faults_are_repeated_or_parked_never_an_outcome() {
+        let refused = |status, t: &str| {
+            Err(CallError::Refused {
+                status,
+                body: json!({"errorType": t}),
+            })
+        };
+        assert!(matches!(
+            judge_advice(&job(), &refused(401, "AUTHENTICATION_ERROR"), Some(401)),
+            AdviceJudgement::Again(_)
+        ));
+        assert!(matches!(
+            judge_advice(&job(), &refused(400, "FORMAT_ERROR"), Some(400)),
+            AdviceJudgement::Park(_)
+        ));
+        let AdviceJudgement::Settled(answer) = judge_advice(&job(), &Ok(json!({})), Some(202))
+        else {
+            panic!("final")
+        };
+        assert!(answer.accepted);
+        assert_eq!(answer.outcome.map(|o| o.0), Some(Status::Reversed));
     }
 }

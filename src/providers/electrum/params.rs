@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::command::{RejectReason, amount_field};
+use crate::command::{RejectReason, amount_field, only_params};
 
 /// Longest accepted text field.
 const MAX_TEXT: usize = 128;
@@ -90,7 +90,7 @@ pub struct LookupRedemptionParams {
 
 impl ProvisionParams {
     pub fn from_params(p: &Map<String, Value>) -> Result<ProvisionParams, RejectReason> {
-        only(p, &["originator", "receiver", "amount_minor", "currency"])?;
+        only_params(p, &["originator", "receiver", "amount_minor", "currency"])?;
         let amount = amount_field(p, "amount_minor")?;
         let currency = text(p, "currency")?;
         let tender = match (amount, currency) {
@@ -121,7 +121,7 @@ impl ProvisionParams {
 
 impl VoucherParams {
     pub fn from_params(p: &Map<String, Value>) -> Result<VoucherParams, RejectReason> {
-        only(p, &["originator", "receiver", "voucher_code"])?;
+        only_params(p, &["originator", "receiver", "voucher_code"])?;
         Ok(VoucherParams {
             originator: object(p, "originator")?
                 .ok_or(RejectReason::MissingField("params.originator"))?,
@@ -134,7 +134,7 @@ impl VoucherParams {
 
 impl LookupParams {
     pub fn from_params(p: &Map<String, Value>) -> Result<LookupParams, RejectReason> {
-        only(
+        only_params(
             p,
             &[
                 "voucher_code",
@@ -184,19 +184,11 @@ impl LookupParams {
 
 impl LookupRedemptionParams {
     pub fn from_params(p: &Map<String, Value>) -> Result<LookupRedemptionParams, RejectReason> {
-        only(p, &["request_id"])?;
+        only_params(p, &["request_id"])?;
         Ok(LookupRedemptionParams {
             request_id: uuid(p, "request_id")?
                 .ok_or(RejectReason::MissingField("params.request_id"))?,
         })
-    }
-}
-
-/// Refuses any param not in `allowed`.
-fn only(p: &Map<String, Value>, allowed: &[&str]) -> Result<(), RejectReason> {
-    match p.keys().find(|k| !allowed.contains(&k.as_str())) {
-        Some(unknown) => Err(RejectReason::UnknownParam(unknown.clone())),
-        None => Ok(()),
     }
 }
 

@@ -1,0 +1,72 @@
+//! What every worker task shares, and the small conversions they all need.
+
+use tokio::sync::Notify;
+
+use crate::broker::Publisher;
+use crate::command::{Outcome, Subject};
+use crate::config::Config;
+use crate::error::RelayError;
+use crate::providers::work::{PollPlan, PollStep};
+use crate::providers::{Provider, Registry};
+use crate::retry::Tiers;
+use crate::store::Store;
+use crate::webhook::Deliverer;
+
+/// What every worker task shares.
+pub struct Shared {
+    pub config: Config,
+    pub store: Store,
+    pub publisher: Publisher,
+    /// The providers this relay runs.
+    pub providers: Registry,
+    pub deliverer: Deliverer,
+    /// Wakes the callback worker when an outcome was just committed.
+    pub outbox_wakeup: Notify,
+}
+
+impl Shared {
+    /// The provider a command or row names. One this relay does not run is poison for the
+    /// message that named it: it would fail the same way every time.
+    pub fn provider(&self, name: &str) -> Result<&dyn Provider, RelayError> {
+        self.providers
+            .get(name)
+            .ok_or_else(|| RelayError::Poison(format!("provider {name:?} is not enabled here")))
+    }
+
+    pub fn tiers(&self) -> Tiers<'_> {
+        Tiers(&self.config.delay_tiers)
+    }
+
+    /// `plan` with its first wait filled in: the first delay tier unless the provider chose.
+    pub fn first_in(&self, plan: PollPlan) -> PollPlan {
+        PollPlan {
+            first_in: Some(plan.first_in.unwrap_or_else(|| self.tiers().wait_before(1))),
+            ..plan
+        }
+    }
+}
+
+/// The outcome a finishing poll step makes for `subject`, if it finishes.
+pub fn poll_outcome(subject: &Subject, step: PollStep) -> Option<Outcome> {
+    match step {
+        PollStep::Finish {
+            status,
+            result,
+            error,
+            event_type,
+        } => {
+            let outcome = subject.outcome(status, result, error);
+            Some(match event_type {
+                Some(t) => outcome.with_type(t),
+                None => outcome,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Counts a stored outcome and says so in the log.
+pub fn count_outcome(outcome: &Outcome, what: &str) {
+    tracing::info!(status = outcome.status.as_str(), event_id = %outcome.event_id, "{what}");
+    metrics::counter!("voucher_outcomes_total", "provider" => outcome.provider.clone(), "kind" => outcome.kind.clone(), "status" => outcome.status.as_str()).increment(1);
+}
