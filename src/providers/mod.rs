@@ -313,7 +313,7 @@ mod tests {
     }
 
     #[test]
-    fn rejects_each_bad_input_with_its_code() {
+    fn rejects_each_bad_body_with_its_code() {
         assert_eq!(
             code("purchase.csq", &vec![b' '; MAX_BODY_BYTES + 1]),
             "body_too_large"
@@ -328,6 +328,10 @@ mod tests {
             ),
             "body_has_nul"
         );
+    }
+
+    #[test]
+    fn rejects_each_bad_param_with_its_code() {
         let mut p = good_params();
         p["amount_to_send_x100"] = json!(10.5);
         assert_eq!(code("purchase.csq", &purchase(p)), "amount_not_integer");
@@ -337,6 +341,10 @@ mod tests {
         let mut p = good_params();
         p["pin"] = json!("1234");
         assert_eq!(code("purchase.csq", &purchase(p)), "unknown_param");
+    }
+
+    #[test]
+    fn rejects_each_bad_envelope_with_its_code() {
         assert_eq!(
             code("redeem.csq", &purchase(good_params())),
             "routing_key_mismatch"

@@ -23,7 +23,7 @@ use serde_json::Value;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::follow_up::{self, woken_transaction};
+use super::follow_up::{self, Wake, woken_transaction};
 use super::shared::{Shared, count_outcome};
 use crate::broker::publisher::json_properties;
 use crate::error::RelayError;
@@ -69,7 +69,14 @@ pub async fn send_due(shared: &Shared, transaction_id: Uuid) -> Result<(), Relay
         {
             AdviceDue::Now(claimed) => claimed,
             AdviceDue::Later { wait, provider } => {
-                return follow_up::wake_advice_later(shared, &provider, transaction_id, wait).await;
+                return follow_up::wake_later(
+                    shared,
+                    &provider,
+                    Wake::Advice,
+                    transaction_id,
+                    wait,
+                )
+                .await;
             }
             AdviceDue::Gone => return Ok(()),
         };
@@ -199,7 +206,14 @@ async fn repeat_later(
     })
     .await?;
     if still_ours {
-        follow_up::wake_advice_later(shared, &job.provider, job.transaction_id, wait).await?;
+        follow_up::wake_later(
+            shared,
+            &job.provider,
+            Wake::Advice,
+            job.transaction_id,
+            wait,
+        )
+        .await?;
     }
     Ok(())
 }

@@ -22,7 +22,7 @@ use lapin::message::Delivery;
 use tracing::Instrument;
 
 use super::advice;
-use super::follow_up::{self, plan_for_unknown};
+use super::follow_up::{self, Wake, plan_for_unknown};
 use super::shared::{Shared, count_outcome};
 use crate::broker::publisher::with_header;
 use crate::command::{self, Command, Outcome, Status};
@@ -82,7 +82,7 @@ async fn take_command(shared: &Shared, delivery: &Delivery) -> Result<(), RelayE
             // (a second one is harmless: the poll row decides).
             tracing::warn!("outcome unknown; resolving by query, not sending again");
             let wait = shared.tiers().wait_before(1);
-            follow_up::wake_poll(shared, provider.name(), r.id, wait).await
+            follow_up::wake_later(shared, provider.name(), Wake::Poll, r.id, wait).await
         }
         // Registered as a reply target; the reversal's final answer makes the outcome. The
         // wake-up is harmless if the advice is already under way.

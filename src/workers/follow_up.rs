@@ -71,7 +71,14 @@ pub async fn wake_unknown(
 ) -> Result<(), RelayError> {
     match plan {
         UnknownPlan::Resolve(poll) => {
-            wake_poll(shared, provider, id, poll.first_in.unwrap_or_default()).await
+            wake_later(
+                shared,
+                provider,
+                Wake::Poll,
+                id,
+                poll.first_in.unwrap_or_default(),
+            )
+            .await
         }
         UnknownPlan::Reverse(_) => wake_advice_now(shared, provider, id).await,
     }
@@ -107,43 +114,31 @@ pub async fn start_waiting(
     })
     .await?;
     let first_in = waiting.plan.first_in.unwrap_or_default();
-    wake_poll(shared, &subject.provider, id, first_in).await
+    wake_later(shared, &subject.provider, Wake::Poll, id, first_in).await
 }
 
-/// Publishes a poll wake-up for `id` that arrives after about `wait`.
-pub async fn wake_poll(
+/// What a wake-up wakes. It rides the delay tiers under `<provider>.poll` or
+/// `<provider>.advice`, which `voucher.retry` routes to that provider's queue.
+#[derive(Debug, Clone, Copy)]
+pub enum Wake {
+    Poll,
+    Advice,
+}
+
+/// Publishes a wake-up of `what` for `id` that arrives after about `wait`.
+pub async fn wake_later(
     shared: &Shared,
     provider: &str,
+    what: Wake,
     id: Uuid,
     wait: Duration,
 ) -> Result<(), RelayError> {
-    let key = format!("{provider}.poll");
-    publish_after(
-        &shared.publisher,
-        &shared.config,
-        &key,
-        &wake_up_body(id),
-        wait,
-    )
-    .await
-}
-
-/// Publishes an advice wake-up for `id` that arrives after about `wait`.
-pub async fn wake_advice_later(
-    shared: &Shared,
-    provider: &str,
-    id: Uuid,
-    wait: Duration,
-) -> Result<(), RelayError> {
-    let key = format!("{provider}.advice");
-    publish_after(
-        &shared.publisher,
-        &shared.config,
-        &key,
-        &wake_up_body(id),
-        wait,
-    )
-    .await
+    let key = match what {
+        Wake::Poll => format!("{provider}.poll"),
+        Wake::Advice => format!("{provider}.advice"),
+    };
+    let body = wake_up_body(id);
+    publish_after(&shared.publisher, &shared.config, &key, &body, wait).await
 }
 
 /// Publishes an advice wake-up for `id` straight to the provider's advice queue, retrying
@@ -154,7 +149,7 @@ pub async fn wake_advice_now(shared: &Shared, provider: &str, id: Uuid) -> Resul
         .advices()
         .map(|a| shared.config.name(a.advice_queue()));
     let Some(queue) = queue else {
-        return wake_advice_later(shared, provider, id, Duration::ZERO).await;
+        return wake_later(shared, provider, Wake::Advice, id, Duration::ZERO).await;
     };
     let body = wake_up_body(id);
     until_done("advice wake-up", || {

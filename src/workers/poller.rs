@@ -14,7 +14,7 @@ use lapin::message::Delivery;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::follow_up::{self, woken_transaction};
+use super::follow_up::{self, Wake, woken_transaction};
 use super::shared::{Shared, count_outcome, poll_outcome};
 use crate::error::{ErrorClass, RelayError};
 use crate::providers::work::PollStep;
@@ -65,7 +65,7 @@ async fn poll_once(shared: &Shared, delivery: &Delivery, id: Uuid) -> Result<(),
     let lease = provider.limits().lease();
     let claimed = match until_done("claim poll", || shared.store.claim_poll(id, lease)).await? {
         Due::Now(claimed) => claimed,
-        Due::Later(wait) => return follow_up::wake_poll(shared, name, id, wait).await,
+        Due::Later(wait) => return follow_up::wake_later(shared, name, Wake::Poll, id, wait).await,
         Due::Gone => return Ok(()),
     };
     let job = &claimed.job;
@@ -120,5 +120,5 @@ async fn reschedule(shared: &Shared, claimed: &ClaimedPoll) -> Result<(), RelayE
         tracing::warn!("another worker took this poll over; leaving it to them");
         return Ok(());
     }
-    follow_up::wake_poll(shared, &job.subject.provider, id, wait).await
+    follow_up::wake_later(shared, &job.subject.provider, Wake::Poll, id, wait).await
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use super::follow_up::{self, plan_for_unknown};
+use super::follow_up::{self, Wake, plan_for_unknown};
 use super::shared::Shared;
 use crate::shutdown::Shutdown;
 use crate::store::transactions::LOST_WORKER;
@@ -38,7 +38,9 @@ async fn wake_lost_polls(shared: &Shared) {
     };
     for (id, provider) in due {
         tracing::warn!(transaction_id = %id, "poll wake-up was lost; publishing it again");
-        if let Err(e) = follow_up::wake_poll(shared, &provider, id, Duration::ZERO).await {
+        if let Err(e) =
+            follow_up::wake_later(shared, &provider, Wake::Poll, id, Duration::ZERO).await
+        {
             tracing::warn!(transaction_id = %id, error = %e, "could not republish the wake-up");
         }
     }

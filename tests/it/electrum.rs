@@ -9,7 +9,7 @@ use voucher_relay::command::{Outcome, Status};
 use voucher_relay::providers::electrum::sandbox::{Fault, Operation};
 use voucher_relay::workers::Relay;
 
-use crate::harness::{TestEnv, next_outcomes, restart_broker, restart_postgres, scalar};
+use crate::harness::{TestEnv, next_outcomes, purchase, restart_broker, restart_postgres, scalar};
 
 const WAIT: Duration = Duration::from_secs(60);
 /// How many times the test's reversal has been tried so far.
@@ -472,6 +472,37 @@ async fn single_messaging_sends_no_confirmation() {
         o.error.unwrap().provider_code.as_deref(),
         Some("REDEMPTION_NOT_CONFIRMED")
     );
+    relay.stop().await;
+    env.cleanup().await;
+}
+
+/// A relay that runs only Electrum (`enabled = false` for CSQ) serves Electrum as before,
+/// and leaves CSQ commands in CSQ's queue for a relay process that runs CSQ: it neither
+/// consumes nor rejects them.
+#[tokio::test]
+async fn a_relay_without_csq_leaves_csq_commands_queued() {
+    let env = TestEnv::new().await;
+    let mut config = env.config.clone();
+    config.providers.csq.enabled = false;
+    let relay = Relay::start(config).await.unwrap();
+    let mut c = Client::new(&env).await;
+    let code = confirmed_voucher(&env, &mut c, "p-1").await;
+    let o = c.run(&env, &redeem("r-1", &code)).await;
+    assert_eq!(o.status, Status::Succeeded, "{o:?}");
+    env.publish(&purchase("csq-1", 1001, None), Some(&c.reply_to), "csq-1")
+        .await;
+    // Give a consumer, if there were one, ample time to take it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let waiting = env.drain("commands.csq").await;
+    assert_eq!(waiting.len(), 1, "the CSQ command waits in its queue");
+    assert_eq!(env.sandbox.stats().purchases_applied, 0);
+    let db = env.db().await;
+    let taken: i64 = scalar(
+        &db,
+        "SELECT count(*) FROM transactions WHERE command_id = 'csq-1'",
+    )
+    .await;
+    assert_eq!(taken, 0);
     relay.stop().await;
     env.cleanup().await;
 }

@@ -116,7 +116,7 @@ impl Csq {
         &self.client
     }
 
-    async fn run(&self, action: &Action, tx: TxContext) -> (Step, Vec<Exchange>) {
+    async fn run_action(&self, action: &Action, tx: TxContext) -> (Step, Vec<Exchange>) {
         match action {
             Action::Purchase(p) => match tx.local_reference {
                 Some(local_reference) => {
@@ -158,7 +158,7 @@ impl Provider for Csq {
     ) -> BoxFuture<'a, (Step, Vec<Exchange>)> {
         Box::pin(async move {
             match action {
-                providers::Action::Csq(a) => self.run(a, tx).await,
+                providers::Action::Csq(a) => self.run_action(a, tx).await,
                 _ => (
                     Step::failed("internal", "not a CSQ command", None),
                     Vec::new(),

@@ -131,7 +131,7 @@ impl Electrum {
         Duration::from_millis(self.config.advice_budget_ms)
     }
 
-    async fn run(&self, action: &Action, tx: &TxContext) -> (Step, Exchange) {
+    async fn run_action(&self, action: &Action, tx: &TxContext) -> (Step, Exchange) {
         let c = &self.client;
         match action {
             Action::Provision(p) => {
@@ -219,7 +219,7 @@ impl Provider for Electrum {
         Box::pin(async move {
             match action {
                 providers::Action::Electrum(a) => {
-                    let (step, exchange) = self.run(a, &tx).await;
+                    let (step, exchange) = self.run_action(a, &tx).await;
                     (step, vec![exchange])
                 }
                 _ => (
