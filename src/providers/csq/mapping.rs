@@ -1,6 +1,6 @@
 //! From a CSQ purchase answer to an outcome.
 //!
-//! Classification (also in the README). CSQ answers with a top-level `rc` and one
+//! Classification (also in `docs/providers/csq.md`). CSQ answers with a top-level `rc` and one
 //! `VoucherSaleReceipt` in `items` (some deployments flatten the receipt into the top
 //! level; both are read):
 //!

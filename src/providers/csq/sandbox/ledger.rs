@@ -1,0 +1,98 @@
+//! The sales the sandbox has made, by terminal and `localReference`, with the counters: a
+//! purchase is decided once (by its operator, in `operators`) and replayed ever after.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use serde_json::{Value, json};
+
+use super::operators::decide_sale;
+use super::{INITIAL_BALANCE_X100, OPERATOR_RAFFLE, SandboxOptions, Stats};
+use crate::providers::csq::params::PurchaseBody;
+
+/// One purchase the sandbox has answered.
+pub(super) struct Sale {
+    operator: i32,
+    /// The purchase answer, replayed for a reused `localReference`.
+    answer: Value,
+    /// The receipt with everything, served by additional-data once `ready_at` has passed.
+    pub(super) full: Value,
+    pub(super) ready_at: Instant,
+    /// For raffle tickets: when the draw takes place.
+    pub(super) draw_at: Option<Instant>,
+}
+
+pub(super) struct Ledger {
+    pub(super) stats: Stats,
+    /// (terminal, localReference) -> the sale.
+    sales: HashMap<(i32, i32), Sale>,
+}
+
+impl Default for Ledger {
+    fn default() -> Self {
+        Ledger {
+            stats: Stats {
+                balance_x100: INITIAL_BALANCE_X100,
+                ..Stats::default()
+            },
+            sales: HashMap::new(),
+        }
+    }
+}
+
+/// What a purchase gets from the ledger.
+pub(super) enum Purchase {
+    /// Decided now, sold or not: the answer (operator 1006 holds it back).
+    Decided(Value),
+    /// The `localReference` was used before on this terminal: the first answer again, or
+    /// rc 12 if another operator's purchase used it. It goes out at once.
+    Known(Value),
+}
+
+impl Ledger {
+    /// The sale of `reference` on `terminal`, if it was made with `operator`.
+    pub(super) fn sale(&self, terminal: i32, operator: i32, reference: i32) -> Option<&Sale> {
+        self.sales
+            .get(&(terminal, reference))
+            .filter(|sale| sale.operator == operator)
+    }
+
+    /// A purchase of `reference` on `terminal` from `operator`, counted: replayed if the
+    /// reference is known, else decided by the operator and recorded, and if sold, paid
+    /// from the balance.
+    pub(super) fn purchase(
+        &mut self,
+        options: &SandboxOptions,
+        (terminal, operator, reference): (i32, i32, i32),
+        body: &PurchaseBody,
+    ) -> Purchase {
+        self.stats.purchase_calls += 1;
+        if let Some(sale) = self.sales.get(&(terminal, reference)) {
+            if sale.operator == operator {
+                return Purchase::Known(sale.answer.clone());
+            }
+            return Purchase::Known(
+                json!({"rc": 12, "resultmessage": "localReference already used on this terminal"}),
+            );
+        }
+        let decision = decide_sale(options, operator, body);
+        let sold = decision.answer["items"][0]["finalstatus"] == 0;
+        let draw_at =
+            (operator == OPERATOR_RAFFLE && sold).then(|| Instant::now() + options.draw_delay);
+        if sold {
+            self.stats.purchases_applied += 1;
+            self.stats.balance_x100 -= i64::from(body.amount_to_send_x100.unwrap_or(0));
+        }
+        self.sales.insert(
+            (terminal, reference),
+            Sale {
+                operator,
+                answer: decision.answer.clone(),
+                full: decision.full,
+                ready_at: Instant::now() + decision.ready_after,
+                draw_at,
+            },
+        );
+        Purchase::Decided(decision.answer)
+    }
+}

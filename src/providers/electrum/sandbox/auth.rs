@@ -1,0 +1,71 @@
+//! Authentication, step 2 of the checks: HTTP Basic, whose username must be the `client.id`
+//! of the request (the one in the body, or for an advice the one its original carried).
+//! The behaviour text ties only the username to `client.id`, so the password is not checked.
+
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::answer::refuse;
+use super::ledger::Ledger;
+use super::operation::{Family, Step};
+
+/// Why a request without usable credentials is refused.
+pub(super) const NO_BASIC_AUTH: &str =
+    "The request has no well-formed HTTP Basic Authorization header.";
+
+/// The username of a well-formed `Authorization: Basic` header.
+pub(super) fn basic_user(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, credentials) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(credentials.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, _password) = text.split_once(':')?;
+    Some(user.to_string())
+}
+
+/// The 400 AUTHENTICATION_ERROR.
+pub(super) fn authentication_error(original_id: &str, why: &str) -> Response {
+    refuse(
+        StatusCode::BAD_REQUEST,
+        original_id,
+        "AUTHENTICATION_ERROR",
+        why,
+    )
+    .into_response()
+}
+
+/// Checks that `user` is the `client.id` of the POSTed message `msg`: a request's own, or
+/// for an advice the one of the request `key` it refers to. An advice about an unknown
+/// request passes here: the state table answers it with its 404.
+pub(super) fn check_client(
+    ledger: &mut Ledger,
+    family: Family,
+    step: Step,
+    key: Uuid,
+    msg: &Map<String, Value>,
+    user: &str,
+) -> Result<(), Box<Response>> {
+    let owner = match step {
+        Step::Request => msg
+            .get("client")
+            .and_then(|c| c.get("id"))
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        Step::Confirm | Step::Reverse => ledger.txs(family).get(&key).map(|tx| tx.client.clone()),
+    };
+    match owner {
+        Some(owner) if owner != user => {
+            let why = format!("The Basic username {user} is not the request's client.id {owner}.");
+            Err(Box::new(authentication_error(&key.to_string(), &why)))
+        }
+        _ => Ok(()),
+    }
+}

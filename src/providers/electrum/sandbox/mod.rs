@@ -1,0 +1,228 @@
+//! The Electrum SUV simulator: serves the single-use voucher API under `/suv/v1` as
+//! `electrum-suv-behaviour.md` describes it, every row of its state table included.
+//!
+//! Messages are the shapes of `electrum-suv-examples/` (camelCase JSON):
+//! - `POST /vouchers` provisions a voucher (201, a fresh 12 to 16 digit code valid for a
+//!   year); `POST /vouchers/confirmations` (TenderAdvice) makes it redeemable;
+//!   `POST /vouchers/reversals` (BasicReversal) withdraws an unconfirmed one;
+//! - `POST /redemptions` redeems a voucher found by `voucher.code`;
+//!   `/redemptions/confirmations` and `/redemptions/reversals` settle the redemption. A
+//!   reversed redemption puts the voucher back into its redeemable state;
+//! - `POST /refunds` refunds a confirmed redemption; a confirmed refund makes the voucher
+//!   redeemable again, a reversed refund leaves the redemption confirmed;
+//! - `GET /redemptions/{requestId}` (lookupRedemption) replays the original answer of a
+//!   redemption: 200 and the RedemptionResponse if it was approved, the original ErrorDetail
+//!   with its original status if it was refused, 404 if it never arrived, 403 if another
+//!   client sent it;
+//! - `GET /vouchers?voucherCode=..|provisionRequestId=..` (lookupVoucher) answers a
+//!   [`VoucherLookupResponse`](#voucherlookupresponse);
+//! - `POST /suv/v1/testServerAdmin/reset` forgets every voucher, fault and counter.
+//!
+//! Outside the API, for tests that drive an out-of-process sandbox:
+//! - `POST /sandbox/faults` with `{"operation": "redeem_reversal", "fault":
+//!   "error_before_effect", "status": 503, "times": 5}` or `{"operation": "redeem", "fault":
+//!   "timeout_after_effect", "times": 1}` does what [`ElectrumSandbox::inject`] does (`times`
+//!   defaults to 1; `status` must be 5xx and is only for `error_before_effect`); 204, or 400
+//!   with `{"error": ...}`;
+//! - `GET /sandbox/stats` answers [`Stats`].
+//!
+//! # Checks, in this order
+//! 1. The body is JSON with exactly the fields of its message type: every missing required
+//!    field, malformed UUID (`id`, `requestId`: 8-4-4-4-12 hex digits; the version nibble is
+//!    not checked because the provider's own examples carry non-RFC 4122 ones), bad RFC 3339
+//!    `time` or `voucher.expiryDate`, wrongly typed value and unexpected field is listed in
+//!    one 400 `FORMAT_ERROR` whose `detailMessage.formatErrors` holds `{field, msg, value}`.
+//!    Response-only fields (`settlementEntity`, `slipData`) are unexpected in requests;
+//!    `receiver` and `thirdPartyIdentifiers` are optional, `receiver` needs `id` and `name`
+//!    like `client` (both are institutions).
+//! 2. HTTP Basic authentication. The behaviour text ties only the username to `client.id`,
+//!    so the password is not checked. A missing or malformed `Authorization` header, or a
+//!    username other than `client.id`, is a 400 `AUTHENTICATION_ERROR`. Advices carry no
+//!    client: their username must be the `client.id` of the request they refer to, checked
+//!    when that request is known (an unknown one is the table's 404, below). lookupRedemption
+//!    answers 403 to a username other than the original's `client.id`; lookupVoucher only
+//!    needs a well-formed header (vouchers are redeemed by other clients than the one that
+//!    bought them).
+//! 3. Injected faults, consumed in the order they were injected. They come after
+//!    validation and authentication, so a FORMAT_ERROR stays a FORMAT_ERROR, and before the
+//!    lookup of the original request, so an advice whose original is unknown still gets its
+//!    fault: a provider that is unavailable cannot tell what it knows.
+//! 4. The state table, then the effect.
+//!
+//! # Where the texts are silent
+//! - An unknown `voucher.code` on a redemption or refund is 400 `UNKNOWN_VOUCHER` (Electrum's
+//!   reference test server answers VOUCHER_NOT_REDEEMABLE there; UNKNOWN_VOUCHER tells an
+//!   adapter what happened).
+//! - Redeeming a voucher whose provision was reversed is 400 `VOUCHER_NOT_REDEEMABLE`, like
+//!   an unconfirmed one: neither was ever confirmed. Refunding a voucher that no redemption
+//!   holds (never redeemed, unconfirmed, reversed) is 400 `VOUCHER_NOT_REDEEMED`.
+//! - A redemption or refund id is remembered with its answer, refused or approved, so the
+//!   same id again is 400 `DUPLICATE_RECORD` (`REDEMPTION_ALREADY_REVERSED` /
+//!   `REFUND_ALREADY_REVERSED` once reversed) and lookupRedemption can replay a refusal.
+//!   Advices about a refused one answer 404 `UNABLE_TO_LOCATE_RECORD`: nothing was redeemed.
+//! - Confirming a provision twice, and reversing anything twice, is 202 again with no second
+//!   effect ("may be called repeatedly ... without negative effect").
+//! - A redemption confirmed twice is 400 `VOUCHER_NOT_REDEEMED`, literally as the table says;
+//!   confirming a reversed redemption is 400 `REDEMPTION_ALREADY_REVERSED`.
+//! - Refund confirmations mirror the redemption rows: refunded -> 202, not refunded -> 404,
+//!   confirmed twice -> 400 `VOUCHER_NOT_REFUNDED` (the mirror of VOUCHER_NOT_REDEEMED, and
+//!   what Electrum's reference test server answers), reversed -> 400
+//!   `REFUND_ALREADY_REVERSED`.
+//! - While a refund awaits confirmation the voucher stays redeemed: a redemption is 400
+//!   `VOUCHER_ALREADY_REDEEMED` until the refund is confirmed.
+//! - `originalId` of an ErrorDetail is the request's `id`, or for an advice its `requestId`
+//!   (in the provider's ErrorDetail example `originalId` is the voucher, not the advice).
+//!   403 and 404 answers carry an ErrorDetail too, although the operations text names none.
+//! - A ProvisionResponse adds `settlementEntity` 33333333 and one provider
+//!   `thirdPartyIdentifiers` entry each for 33333333 and the receiver (44444444 by default);
+//!   redemption and refund responses echo the request's `voucher` as the examples do.
+//! - reversalReason is one of Electrum's `BasicReversal.ReversalReason` values: `TIMEOUT` (no
+//!   answer in time), `CANCELLED` (the customer walked away) and `RESPONSE_NOT_FINAL` (a 5xx
+//!   or other non-final answer).
+//!
+//! # VoucherLookupResponse
+//! ```json
+//! {"id": "<provision request id>", "time": "<provision request time>",
+//!  "voucher": {"code": "...", "expiryDate": "...", "redeemInstructions": ["..."]},
+//!  "state": "CONFIRMED", "redeemable": true,
+//!  "redemptionRequestId": "<the redemption holding the voucher, if any>",
+//!  "refundRequestId": "<the refund awaiting confirmation, if any>"}
+//! ```
+//! `state` is one of `PROVISIONED` (awaiting confirmation), `REVERSED` (provision reversed),
+//! `CONFIRMED` (redeemable), `REDEEMED` (a redemption awaits confirmation or reversal),
+//! `REDEMPTION_CONFIRMED`, `REFUND_PENDING` (a refund awaits confirmation or reversal),
+//! `REFUNDED` (refund confirmed, redeemable again). Unknown voucher: 404
+//! `UNABLE_TO_LOCATE_RECORD`; neither parameter: 400 `FORMAT_ERROR`.
+//!
+//! # Faults and HTTP 102
+//! [`Fault::ErrorBeforeEffect`] answers its 5xx (`UPSTREAM_UNAVAILABLE` for 502, 503 and
+//! 504, `GENERAL_ERROR` otherwise) and records nothing: a redemption refused that way is not
+//! known afterwards (its lookup is 404, its reversal 404, the same id may be sent again).
+//! [`Fault::TimeoutAfterEffect`] applies the effect, then holds the answer for
+//! [`SandboxOptions::slow_answer`].
+//!
+//! lookupRedemption should answer 102 Processing while such a redemption's answer is held.
+//! hyper 1 cannot send that: a handler's 1xx status is replaced by a 500 (`proto/h1/role.rs`,
+//! "response with 1xx status code not supported"), and a hyper client (reqwest) treats a 1xx
+//! as interim, skips it and keeps waiting for the final answer. So a client that received a
+//! real 102 would see nothing until the final answer or its own timeout. The sandbox gives it
+//! exactly that: the lookup is held open until the redemption's hold ends, then answers what
+//! the redemption answered. The hold is a deadline stored with the redemption, not the
+//! redemption handler's own future, because hyper drops that future when the client hangs up.
+//!
+//! # Where each part lives
+//! - `schema`: step 1, the message shapes and the FORMAT_ERROR they produce;
+//! - `auth`: step 2, HTTP Basic and the `client.id` a username must match;
+//! - `faults`: step 3, [`Fault`], the queue of injected faults and `POST /sandbox/faults`;
+//! - `table`: step 4, the behaviour rows of provisions, redemptions, refunds and advices;
+//! - `ledger`: what the table reads and writes: requests, vouchers and their states;
+//! - `answer`: the bodies every step answers with (ErrorDetail, the approved echo);
+//! - `routes` and `lookups`: the axum handlers, which run the steps in order;
+//! - `operation` and `stats`: [`Operation`] and the [`Stats`] counted per operation.
+
+mod answer;
+mod auth;
+mod faults;
+mod ledger;
+mod lookups;
+mod operation;
+mod routes;
+mod schema;
+mod stats;
+mod table;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::Router;
+
+pub use faults::Fault;
+pub use operation::Operation;
+pub use stats::Stats;
+
+use ledger::Ledger;
+use stats::bump;
+
+/// Timings of the faults.
+#[derive(Debug, Clone, Copy)]
+pub struct SandboxOptions {
+    /// How long a [`Fault::TimeoutAfterEffect`] holds its answer after applying the effect.
+    pub slow_answer: Duration,
+}
+
+impl Default for SandboxOptions {
+    fn default() -> Self {
+        SandboxOptions {
+            slow_answer: Duration::from_secs(60),
+        }
+    }
+}
+
+struct Inner {
+    options: SandboxOptions,
+    ledger: Mutex<Ledger>,
+}
+
+/// A running or runnable Electrum SUV simulator. Cheap to clone; clones share state.
+#[derive(Clone)]
+pub struct ElectrumSandbox {
+    inner: Arc<Inner>,
+}
+
+impl ElectrumSandbox {
+    /// A simulator with the given fault timings and no state.
+    pub fn new(options: SandboxOptions) -> ElectrumSandbox {
+        ElectrumSandbox {
+            inner: Arc::new(Inner {
+                options,
+                ledger: Mutex::new(Ledger::default()),
+            }),
+        }
+    }
+
+    /// The HTTP routes.
+    pub fn router(&self) -> Router {
+        routes::router(self.clone())
+    }
+
+    /// Serves on `listener` until the task is dropped.
+    pub async fn serve(self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+        axum::serve(listener, self.router()).await
+    }
+
+    /// The next `times` calls of `operation` get `fault`, after any faults injected before.
+    pub fn inject(&self, operation: Operation, fault: Fault, times: u32) {
+        if times > 0 {
+            self.ledger().faults.push(operation, fault, times);
+        }
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> Stats {
+        self.ledger().stats.clone()
+    }
+
+    /// Forgets every voucher, transaction, pending fault and counter, like
+    /// `POST /suv/v1/testServerAdmin/reset`.
+    pub fn reset(&self) {
+        *self.ledger() = Ledger::default();
+    }
+
+    /// How long a [`Fault::TimeoutAfterEffect`] holds its answer.
+    fn slow_answer(&self) -> Duration {
+        self.inner.options.slow_answer
+    }
+
+    fn ledger(&self) -> MutexGuard<'_, Ledger> {
+        // Every update under the lock is a handful of inserts that cannot panic halfway, so a
+        // poisoned lock still holds a consistent ledger.
+        self.inner
+            .ledger
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn count_call(&self, operation: Operation) {
+        bump(&mut self.ledger().stats.calls, operation);
+    }
+}
