@@ -13,8 +13,8 @@ use crate::broker::{self, topology};
 use crate::config::{Config, Env, ProcessEnv};
 use crate::providers::csq::sandbox::{CsqSandbox, SandboxOptions};
 use crate::providers::electrum::sandbox::{self as electrum_sandbox, ElectrumSandbox};
+use crate::store;
 use crate::workers::Relay;
-use crate::{sandbox, store};
 
 /// The process environment, with defaults for what a new user has not set: a throw-away
 /// signing secret and the sandbox's credentials.
@@ -33,15 +33,15 @@ impl DemoEnv {
                 ("WEBHOOK_SIGNING_SECRET".to_string(), secret),
                 (
                     "CSQ_USER".to_string(),
-                    sandbox::DEFAULT_CSQ_USER.to_string(),
+                    crate::providers::csq::SANDBOX_USER.to_string(),
                 ),
                 (
                     "CSQ_PASSWORD".to_string(),
-                    sandbox::DEFAULT_CSQ_PASSWORD.to_string(),
+                    crate::providers::csq::SANDBOX_PASSWORD.to_string(),
                 ),
                 (
                     "ELECTRUM_PASSWORD".to_string(),
-                    sandbox::DEFAULT_ELECTRUM_PASSWORD.to_string(),
+                    crate::providers::electrum::SANDBOX_PASSWORD.to_string(),
                 ),
             ]),
         }
@@ -89,7 +89,11 @@ impl Rig {
         tweak(&mut config);
         preflight(&config).await?;
 
-        let csq = sandbox::csq_from_env(&config, env, options);
+        let csq = crate::providers::csq::sandbox_from_env(
+            &config.providers.csq,
+            &|n| env.get(n),
+            options,
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         config.providers.csq.http.base_url = format!("http://{}", listener.local_addr()?);
         let csq_task = tokio::spawn(csq.clone().serve(listener));

@@ -147,6 +147,28 @@ impl ProvidersConfig {
     }
 }
 
+/// A provider's sandbox, as `voucher-relay sandbox` starts it on the listener its
+/// `[sandbox.<name>]` section names.
+pub struct SandboxEntry {
+    pub name: &'static str,
+    /// Printed at start: where the API is and what to try first.
+    pub hint: &'static str,
+    pub serve: ServeSandbox,
+}
+
+/// Serves a sandbox on the listener; the `Fn` gives the value of a variable the provider's
+/// section names (its credentials).
+pub type ServeSandbox = fn(
+    &ProvidersConfig,
+    &dyn Fn(&str) -> Option<String>,
+    tokio::net::TcpListener,
+) -> BoxFuture<'static, std::io::Result<()>>;
+
+/// Every provider's sandbox. Registration: one line per provider.
+pub fn sandboxes() -> [SandboxEntry; 2] {
+    [csq::SANDBOX, electrum::SANDBOX]
+}
+
 /// A command's params as its provider reads them. Registration: one variant per provider.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {

@@ -25,7 +25,7 @@ pub use params::{BalanceParams, ProductsParams, PurchaseBody, PurchaseParams};
 use crate::command::RejectReason;
 use crate::providers::work::{PollJob, PollPlan, PollStep, TxContext, UnknownPlan};
 use crate::providers::{
-    self, ActionInfo, CallError, Exchange, HttpLimits, Polling, Provider, Step,
+    self, ActionInfo, CallError, Exchange, HttpLimits, Polling, Provider, SandboxEntry, Step,
 };
 
 /// The provider's name in routing keys, outcomes and rows.
@@ -90,6 +90,33 @@ impl ActionInfo for Action {
             Action::Balance(p) => (false, Some(json!({"terminal_id": p.terminal_id}))),
         }
     }
+}
+
+/// The credentials the sandbox accepts when the variables `[providers.csq]` names are not
+/// set.
+pub const SANDBOX_USER: &str = "sandbox";
+pub const SANDBOX_PASSWORD: &str = "sandbox-secret";
+
+/// `voucher-relay sandbox` serves the CSQ simulator.
+pub const SANDBOX: SandboxEntry = SandboxEntry {
+    name: NAME,
+    hint: "the CSQ eVSB API (operators 1001 ok, 1005 declines)",
+    serve: |cfg, env, listener| {
+        let sandbox = sandbox_from_env(&cfg.csq, env, sandbox::SandboxOptions::default());
+        Box::pin(sandbox.serve(listener))
+    },
+};
+
+/// The CSQ simulator, accepting the credentials in the variables `cfg` names (or the
+/// sandbox defaults).
+pub fn sandbox_from_env(
+    cfg: &CsqConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+    options: sandbox::SandboxOptions,
+) -> sandbox::CsqSandbox {
+    let user = env(&cfg.user_env).unwrap_or_else(|| SANDBOX_USER.into());
+    let password = env(&cfg.password_env).unwrap_or_else(|| SANDBOX_PASSWORD.into());
+    sandbox::CsqSandbox::with_options(&user, &password, options)
 }
 
 /// The CSQ adapter.

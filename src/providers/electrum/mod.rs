@@ -42,7 +42,8 @@ use crate::providers::work::{
     AdviceJob, AdviceJudgement, AdviceKind, AdvicePolicy, NewAdvice, TxContext, UnknownPlan,
 };
 use crate::providers::{
-    self, ActionInfo, Advices, CallError, Exchange, HttpLimits, Provider, Step, reversal_of_own,
+    self, ActionInfo, Advices, CallError, Exchange, HttpLimits, Provider, SandboxEntry, Step,
+    reversal_of_own,
 };
 
 /// The provider's name in routing keys, outcomes and rows.
@@ -106,6 +107,19 @@ impl ActionInfo for Action {
         }
     }
 }
+
+/// The password the demo uses when `ELECTRUM_PASSWORD` is not set. The sandbox checks only
+/// the user name (against `client.id`), as Electrum's behaviour text says.
+pub const SANDBOX_PASSWORD: &str = "sandbox-secret";
+
+/// `voucher-relay sandbox` serves the Electrum SUV simulator.
+pub const SANDBOX: SandboxEntry = SandboxEntry {
+    name: NAME,
+    hint: "the Electrum SUV API under /suv/v1 (faults: POST /sandbox/faults)",
+    serve: |_, _, listener| {
+        Box::pin(sandbox::ElectrumSandbox::new(Default::default()).serve(listener))
+    },
+};
 
 /// The Electrum adapter.
 pub struct Electrum {
