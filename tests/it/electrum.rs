@@ -476,6 +476,36 @@ async fn single_messaging_sends_no_confirmation() {
     env.cleanup().await;
 }
 
+/// A voucher code the client chose (`voucher_code`, SUV interface 1.2.0) is sent as
+/// `voucher.code`, provisioned and echoed, masked in the exchange record, and redeemable.
+#[tokio::test]
+async fn provision_with_a_client_chosen_code() {
+    let env = TestEnv::new().await;
+    let relay = env.start_relay().await;
+    let mut c = Client::new(&env).await;
+    let chosen = "7777000011112222";
+    let cmd = command(
+        "provision",
+        "p-own",
+        json!({"originator": originator(), "amount_minor": 1000, "currency": "710", "voucher_code": chosen}),
+    );
+    let o = c.run(&env, &cmd).await;
+    assert_eq!(o.status, Status::Succeeded, "{o:?}");
+    assert_eq!(o.result.unwrap()["voucher"]["code"], chosen);
+    settled_advices(&env, "p-own").await;
+    let db = env.db().await;
+    let in_clear: i64 = scalar(
+        &db,
+        &format!("SELECT count(*) FROM provider_exchanges WHERE request::text LIKE '%{chosen}%' OR response::text LIKE '%{chosen}%'"),
+    )
+    .await;
+    assert_eq!(in_clear, 0, "the chosen code is masked in the audit");
+    let o = c.run(&env, &redeem("r-own", chosen)).await;
+    assert_eq!(o.status, Status::Succeeded, "{o:?}");
+    relay.stop().await;
+    env.cleanup().await;
+}
+
 /// A relay that runs only Electrum (`enabled = false` for CSQ) serves Electrum as before,
 /// and leaves CSQ commands in CSQ's queue for a relay process that runs CSQ: it neither
 /// consumes nor rejects them.

@@ -126,15 +126,22 @@ impl ElectrumClient {
         body
     }
 
-    /// `POST /vouchers`.
+    /// `POST /vouchers`, with the client-chosen `voucher.code` if the command has one.
     pub async fn provision(
         &self,
         request_id: Uuid,
         p: &ProvisionParams,
     ) -> (Result<Value, CallError>, Exchange) {
-        let body = Value::Object(self.request(request_id, &p.originator, p.receiver.as_ref()));
-        self.post("provision", Operation::Provision.path(), &body)
-            .await
+        let mut body = self.request(request_id, &p.originator, p.receiver.as_ref());
+        if let Some(code) = &p.voucher_code {
+            body.insert("voucher".into(), json!({"code": code}));
+        }
+        self.post(
+            "provision",
+            Operation::Provision.path(),
+            &Value::Object(body),
+        )
+        .await
     }
 
     /// `POST /redemptions` or `POST /refunds`.

@@ -92,6 +92,7 @@ impl ActionInfo for Action {
                 "receiver": p.receiver,
                 "amount_minor": p.tender.as_ref().map(|t| t.amount_minor),
                 "currency": p.tender.as_ref().map(|t| t.currency.clone()),
+                "voucher_code": p.voucher_code,
             }),
             Action::Redeem(p) | Action::Refund(p) => json!({
                 "originator": p.originator,

@@ -61,6 +61,9 @@ pub struct ProvisionParams {
     pub originator: Originator,
     pub receiver: Option<Institution>,
     pub tender: Option<Tender>,
+    /// A code the client chose for the voucher (SUV interface 1.2.0: `voucher.code`); the
+    /// provider issues its own when absent.
+    pub voucher_code: Option<String>,
 }
 
 /// `redeem.electrum` and `refund.electrum`: act on a voucher by its code.
@@ -90,7 +93,16 @@ pub struct LookupRedemptionParams {
 
 impl ProvisionParams {
     pub fn from_params(p: &Map<String, Value>) -> Result<ProvisionParams, RejectReason> {
-        only_params(p, &["originator", "receiver", "amount_minor", "currency"])?;
+        only_params(
+            p,
+            &[
+                "originator",
+                "receiver",
+                "amount_minor",
+                "currency",
+                "voucher_code",
+            ],
+        )?;
         let amount = amount_field(p, "amount_minor")?;
         let currency = text(p, "currency")?;
         let tender = match (amount, currency) {
@@ -115,6 +127,7 @@ impl ProvisionParams {
                 .ok_or(RejectReason::MissingField("params.originator"))?,
             receiver: object(p, "receiver")?,
             tender,
+            voucher_code: text(p, "voucher_code")?,
         })
     }
 }
@@ -278,6 +291,19 @@ pub(crate) mod tests {
         let p = ProvisionParams::from_params(p.as_object().unwrap()).unwrap();
         assert_eq!(p.originator.terminal_id, "term0001");
         assert_eq!(p.tender.unwrap().amount_minor, 1000);
+        assert_eq!(p.voucher_code, None);
+    }
+
+    #[test]
+    fn provision_takes_an_optional_client_chosen_code() {
+        let p = json!({"originator": originator(), "voucher_code": "4242424242"});
+        let p = ProvisionParams::from_params(p.as_object().unwrap()).unwrap();
+        assert_eq!(p.voucher_code.as_deref(), Some("4242424242"));
+        for bad in [json!(""), json!(4242), json!("x".repeat(600))] {
+            let p = json!({"originator": originator(), "voucher_code": bad});
+            let e = ProvisionParams::from_params(p.as_object().unwrap()).unwrap_err();
+            assert_eq!(e.code(), "invalid_field", "{bad}");
+        }
     }
 
     #[test]
