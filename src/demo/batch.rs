@@ -45,7 +45,14 @@ impl Sent {
 /// One message of the batch: (routing key, body, expectation).
 pub(super) type BatchMessage = (String, Vec<u8>, Sent);
 
-/// The mixed batch of about `total` messages from `source`, calling back to `hook`.
+/// The fewest messages a batch can have: one of each long flow, every malformed command,
+/// one plain purchase and its duplicate.
+pub(super) fn minimum() -> usize {
+    long_flow_commands("", "").len() + malformed_commands("", "").len() + 2
+}
+
+/// The mixed batch of exactly `total` messages (at least [`minimum`]) from `source`,
+/// calling back to `hook`.
 pub(super) fn build_batch(source: &str, hook: &str, total: usize) -> Vec<BatchMessage> {
     let mut out = Vec::with_capacity(total);
     let malformed = malformed_commands(source, hook);

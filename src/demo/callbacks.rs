@@ -2,7 +2,7 @@
 //! backend, that checks the Standard Webhooks signature of every callback it gets.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -55,18 +55,19 @@ impl CallbackReceiver {
         Ok(CallbackReceiver { url, inbox, task })
     }
 
-    /// Waits until `expected` terminal callbacks have arrived, for at most `patience`.
-    pub(super) async fn wait_for_terminal(&self, expected: usize, patience: Duration) {
-        let callback_deadline = Instant::now() + patience;
+    /// Waits until `expected` terminal callbacks have arrived, until `deadline` at most.
+    pub(super) async fn wait_for_terminal(&self, expected: usize, deadline: tokio::time::Instant) {
         let terminal = |r: &Received| {
             r.verified
                 .iter()
                 .filter(|o| o.status != Status::Pending)
                 .count()
         };
-        while self.inbox.lock().map(|r| terminal(&r)).unwrap_or(0) < expected
-            && Instant::now() < callback_deadline
-        {
+        let arrived = || self.inbox.lock().map(|r| terminal(&r)).unwrap_or(0);
+        if arrived() < expected {
+            eprintln!("waiting for {} more callbacks…", expected - arrived());
+        }
+        while arrived() < expected && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

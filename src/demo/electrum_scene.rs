@@ -45,7 +45,11 @@ const VOUCHER_STEPS: [(&str, &str, Status, &str); 4] = [
 /// voucher is provisioned and confirmed, a redemption times out after the sandbox applied it,
 /// its reversal is refused with 503 three times and then accepted (`reversed`), and the
 /// voucher is redeemed again and refunded. Returns what did not go as expected.
-pub(super) async fn electrum_scene(rig: &mut Rig, source: &str) -> Vec<String> {
+pub(super) async fn electrum_scene(
+    rig: &mut Rig,
+    source: &str,
+    deadline: tokio::time::Instant,
+) -> Vec<String> {
     let originator = json!({
         "institution": {"id": "11111111", "name": "Buy Stuff Shop"},
         "terminalId": "term0001",
@@ -55,16 +59,17 @@ pub(super) async fn electrum_scene(rig: &mut Rig, source: &str) -> Vec<String> {
     let mut problems = Vec::new();
     println!("Electrum SUV (dual messaging, store-and-forward):");
     let provision = json!({"originator": originator, "amount_minor": 5000, "currency": "710"});
-    let code = match electrum_ask(rig, source, "provision", "e-provision", provision).await {
-        Ok(o) if o.status == Status::Succeeded => o
-            .result
-            .and_then(|r| r["voucher"]["code"].as_str().map(str::to_string))
-            .unwrap_or_default(),
-        other => {
-            problems.push(format!("provision: {}", describe(&other)));
-            return problems;
-        }
-    };
+    let code =
+        match electrum_ask(rig, source, "provision", "e-provision", provision, deadline).await {
+            Ok(o) if o.status == Status::Succeeded => o
+                .result
+                .and_then(|r| r["voucher"]["code"].as_str().map(str::to_string))
+                .unwrap_or_default(),
+            other => {
+                problems.push(format!("provision: {}", describe(&other)));
+                return problems;
+            }
+        };
     println!(
         "  provision.electrum   -> succeeded, voucher {}",
         crate::mask::mask_str(&code)
@@ -78,7 +83,7 @@ pub(super) async fn electrum_scene(rig: &mut Rig, source: &str) -> Vec<String> {
     let voucher = json!({"originator": originator, "voucher_code": code});
     let started = Instant::now();
     for (kind, id, expected, what) in VOUCHER_STEPS {
-        match electrum_ask(rig, source, kind, id, voucher.clone()).await {
+        match electrum_ask(rig, source, kind, id, voucher.clone(), deadline).await {
             Ok(o) if o.status == expected => {
                 println!(
                     "  {:<20} -> {:<9} after {:.1} s: {what}",
@@ -118,7 +123,10 @@ async fn electrum_ask(
     kind: &str,
     id: &str,
     params: Value,
+    deadline: tokio::time::Instant,
 ) -> anyhow::Result<Outcome> {
+    // No silent gap: say what the demo waits for until its outcome arrives.
+    eprintln!("  {kind}.electrum ({id}): waiting for the outcome…");
     let config = &rig.config;
     let body = json!({"command_id": id, "source": source, "kind": kind, "provider": "electrum", "params": params});
     let props = json_properties()
@@ -135,10 +143,9 @@ async fn electrum_ask(
             props,
         )
         .await?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let Ok(Some(d)) = tokio::time::timeout_at(deadline, rig.replies.next()).await else {
-            anyhow::bail!("no reply within 60 s");
+            anyhow::bail!("no reply before the demo's deadline");
         };
         d.ack(BasicAckOptions::default()).await?;
         let correlation = d

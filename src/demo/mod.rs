@@ -4,8 +4,12 @@
 //! and the relay's workers; publishes a mixed CSQ batch (successes, declines, one duplicate
 //! and a few malformed commands) through RabbitMQ and prints a table of outcomes by status;
 //! then runs an Electrum voucher through provision, a redemption that times out and is
-//! reversed through store-and-forward, a second redemption and a refund. It uses
-//! the `demo.` name prefix on the broker so it never mixes with a relay already running.
+//! reversed through store-and-forward, a second redemption and a refund.
+//!
+//! It never mixes with a relay already running: its broker names carry the `demo.` prefix
+//! and are emptied at every start, and it uses a database of its own
+//! (`<database>_demo`), made anew at every start. It gives up at an overall deadline and
+//! says what is missing.
 //!
 //! The parts, in the order the demo runs them: `rig` (sandboxes, relay, reply queue),
 //! `callbacks` (the receiver), `batch` (what is published and expected), `replies` (the
@@ -31,11 +35,21 @@ use replies::collect_replies;
 use report::{BatchResults, print_batch_speed, report};
 use rig::{DemoEnv, Rig};
 
+/// How long the whole demo may take once its commands are published: its slowest flows
+/// (a resolve deadline, a raffle draw, a reversal through 503s) take about 15 s.
+const DEADLINE: Duration = Duration::from_secs(150);
+
 /// Runs the demo with `total` commands.
 pub async fn run(config_path: &Path, total: usize) -> anyhow::Result<()> {
     // The demo reports in its own words; RUST_LOG=info shows the relay's JSON logs too.
     telemetry::init_logging("off");
-    let total = total.max(30);
+    let minimum = batch::minimum();
+    if total < minimum {
+        anyhow::bail!(
+            "--commands {total} is too few: the demo publishes one command of each long flow, \
+             every kind of malformed command and a duplicate, so it needs at least {minimum}"
+        );
+    }
     let env = DemoEnv::new();
     let mut rig = start_demo_rig(config_path, &env).await?;
     let config = rig.config.clone();
@@ -50,19 +64,26 @@ pub async fn run(config_path: &Path, total: usize) -> anyhow::Result<()> {
         config.broker.commands_exchange
     );
     let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
     let reply_queue = rig.replies.name.clone();
     let sent = publish_batch(&config, &reply_queue, batch).await?;
-    let replies = collect_replies(&mut rig, &sent, started).await?;
+    let replies = collect_replies(&mut rig, &sent, started, deadline).await?;
     let replies_done = started.elapsed();
     let expected_callbacks = sent.iter().filter(|s| s.has_callback).count();
     receiver
-        .wait_for_terminal(expected_callbacks, Duration::from_secs(30))
+        .wait_for_terminal(expected_callbacks, deadline)
         .await;
     let elapsed = started.elapsed();
 
     let csq = rig.csq.stats();
     println!();
-    let electrum_problems = electrum_scene(&mut rig, &source).await;
+    let mut electrum_problems = electrum_scene(&mut rig, &source, deadline).await;
+    if tokio::time::Instant::now() >= deadline {
+        electrum_problems.push(format!(
+            "the demo's deadline of {} s passed before every outcome arrived (listed here)",
+            DEADLINE.as_secs()
+        ));
+    }
     rig.stop().await;
     let results = BatchResults {
         sent,

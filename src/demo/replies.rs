@@ -43,15 +43,15 @@ impl Replies {
     }
 }
 
-/// Collects one terminal reply per message of `sent`, for at most two minutes, acking each
+/// Collects one terminal reply per message of `sent`, until `deadline` at most, acking each
 /// and redrawing the progress bar.
 pub(super) async fn collect_replies(
     rig: &mut Rig,
     sent: &[Sent],
     started: Instant,
+    deadline: tokio::time::Instant,
 ) -> anyhow::Result<Replies> {
     let mut replies = Replies::default();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     progress(0, sent.len());
     while replies.outcomes.len() < sent.len() {
         match tokio::time::timeout_at(deadline, rig.replies.next()).await {

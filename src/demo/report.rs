@@ -160,6 +160,13 @@ fn print_table(results: &BatchResults, tally: &Tally, total_commands: usize) {
         results.replies.outcomes.len(),
         callbacks.len()
     );
+    let no_callback = results.sent.iter().filter(|s| !s.has_callback).count();
+    println!(
+        "  commands: distinct commands by expected status (the duplicate counts once);\n  \
+         AMQP replies: one per message published, so the duplicate adds one;\n  \
+         callbacks: one per message with a readable callback_url ({no_callback} malformed \
+         messages had none)."
+    );
 }
 
 /// The counts under the table: messages, duplicates of outcomes, sandbox calls, signatures

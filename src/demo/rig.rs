@@ -1,5 +1,6 @@
 //! What the demo and the bench both stand up: the CSQ and Electrum sandboxes on free ports, the relay's
-//! workers under their own name prefix, and a private reply queue.
+//! workers under their own name prefix and in a database of their own, and a private reply
+//! queue. Nothing is shared with a relay already running: not a queue, not a row.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -75,8 +76,8 @@ pub struct Rig {
 
 impl Rig {
     /// Loads the config with `prefix` on every broker name, lets `tweak` adjust it, and
-    /// starts everything. The topology under `prefix` belongs to the rig: one left by an
-    /// older version is replaced.
+    /// starts everything. The topology under `prefix` and the database `<database>_<prefix>`
+    /// belong to the rig: both are made anew, empty, at every start.
     pub async fn start(
         config_path: &Path,
         env: &DemoEnv,
@@ -86,8 +87,10 @@ impl Rig {
     ) -> anyhow::Result<Rig> {
         let mut config = Config::load(config_path, env, true)?;
         config.broker.name_prefix = prefix.into();
+        config.database.url = own_database_url(&config.database.url, prefix)?;
         tweak(&mut config);
         preflight(&config).await?;
+        fresh_database(&config.database).await?;
 
         let csq = crate::providers::csq::sandbox_from_env(
             &config.providers.csq,
@@ -104,12 +107,9 @@ impl Rig {
         let electrum_task = tokio::spawn(electrum.clone().serve(listener));
 
         let conn = broker::connect(&config.broker.url, "voucher-relay demo").await?;
-        if topology::apply(&conn, &config, topology::Mode::Check)
-            .await
-            .is_err()
-        {
-            topology::delete(&conn, &config).await?;
-        }
+        // Whatever an earlier run left in the rig's queues goes: the relay declares them
+        // anew, empty.
+        topology::delete(&conn, &config).await?;
         let relay = Relay::start(config.clone()).await?;
         let replies = ReplyQueue::open(&conn).await?;
         Ok(Rig {
@@ -131,6 +131,45 @@ impl Rig {
             task.abort();
         }
     }
+}
+
+/// The URL of the rig's own database: the configured one's name plus `_<prefix>`
+/// (`voucher_relay_demo`).
+fn own_database_url(url: &str, prefix: &str) -> anyhow::Result<String> {
+    let mut parsed = reqwest::Url::parse(url)
+        .map_err(|e| anyhow::anyhow!("DATABASE_URL is not a valid URL: {e}"))?;
+    let name = parsed.path().trim_start_matches('/').to_string();
+    let name = if name.is_empty() {
+        "voucher_relay"
+    } else {
+        &name
+    };
+    let suffix = prefix.trim_end_matches('.');
+    parsed.set_path(&format!("/{name}_{suffix}"));
+    Ok(parsed.to_string())
+}
+
+/// Drops the rig's database (closing what a previous run left connected) and creates it
+/// again, empty; the relay migrates it at start.
+async fn fresh_database(cfg: &crate::config::DatabaseConfig) -> anyhow::Result<()> {
+    let own: tokio_postgres::Config = cfg.url.parse()?;
+    let name = own
+        .get_dbname()
+        .ok_or_else(|| anyhow::anyhow!("DATABASE_URL names no database"))?
+        .replace('"', "\"\"");
+    let mut admin = own.clone();
+    admin.dbname("postgres");
+    admin.connect_timeout(std::time::Duration::from_millis(cfg.timeout_ms));
+    let (client, connection) = admin.connect(tokio_postgres::NoTls).await?;
+    let connection = tokio::spawn(connection);
+    let dropped = client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .await;
+    drop(client);
+    let _ = connection.await;
+    dropped?;
+    store::ensure_database(cfg).await?;
+    Ok(())
 }
 
 /// Says which service is down, where it looked, and how to start it; both at once.

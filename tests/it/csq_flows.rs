@@ -10,7 +10,7 @@ use voucher_relay::providers::csq::sandbox::{INITIAL_BALANCE_X100, SandboxOption
 use voucher_relay::ratelimit::ProviderLimit;
 use voucher_relay::store::Store;
 
-use crate::harness::{TestEnv, next_outcomes, purchase, restart_broker, scalar};
+use crate::harness::{TestEnv, next_outcomes, purchase, restart_broker, restarts_allowed, scalar};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -108,6 +108,9 @@ async fn products_balance_and_dynamic_purchases() {
 /// for the draw, and the result still arrives as `raffle.resolved`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raffle_result_survives_a_broker_restart() {
+    if !restarts_allowed() {
+        return;
+    }
     let env = TestEnv::exclusive(SandboxOptions {
         draw_delay: Duration::from_secs(6),
         win_per_mille: 1000,

@@ -9,7 +9,9 @@ use voucher_relay::command::{Outcome, Status};
 use voucher_relay::providers::electrum::sandbox::{Fault, Operation};
 use voucher_relay::workers::Relay;
 
-use crate::harness::{TestEnv, next_outcomes, purchase, restart_broker, restart_postgres, scalar};
+use crate::harness::{
+    TestEnv, next_outcomes, purchase, restart_broker, restart_postgres, restarts_allowed, scalar,
+};
 
 const WAIT: Duration = Duration::from_secs(60);
 /// How many times the test's reversal has been tried so far.
@@ -393,6 +395,9 @@ fn operator(env: &TestEnv, args: &[&str]) -> String {
 /// A reversal in flight while RabbitMQ restarts still completes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reversal_in_flight_survives_a_broker_restart() {
+    if !restarts_allowed() {
+        return;
+    }
     let env = TestEnv::exclusive(Default::default()).await;
     let relay = env.start_relay().await;
     let mut c = Client::new(&env).await;
@@ -667,6 +672,9 @@ async fn measure_reversal_waits_with_shipped_tiers() {
 /// step is retried while its message stays unacked, and the advice row is the truth.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reversal_in_flight_survives_a_postgres_restart() {
+    if !restarts_allowed() {
+        return;
+    }
     let env = TestEnv::exclusive(Default::default()).await;
     let relay = env.start_relay().await;
     let mut c = Client::new(&env).await;

@@ -4,6 +4,7 @@
 mod bad_input;
 mod cli;
 mod csq_flows;
+mod demo;
 mod electrum;
 mod electrum_sandbox;
 mod harness;
