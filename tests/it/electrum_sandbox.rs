@@ -126,6 +126,8 @@ struct Reply {
     status: StatusCode,
     /// `null` when there is no JSON body.
     body: Value,
+    /// The JSON message that was POSTed; `null` for a GET or a body that is not JSON.
+    sent: Value,
 }
 
 impl Reply {
@@ -172,13 +174,38 @@ impl Reply {
         assert_eq!(got, expected, "{}, {situation}: {}", self.call, self.body);
     }
 
+    /// An ErrorDetail: `id` is the id of the message answered (a fresh UUID when the message
+    /// has none that is well formed), `originalId` the request an advice names, and absent
+    /// when a request itself is refused.
     #[track_caller]
     fn is_error_detail(&self, status: u16, situation: &str) -> &Reply {
+        let Reply { call, sent, .. } = self;
         let body = self.is(status, situation);
         let id = body["id"].as_str().unwrap_or_default();
         assert!(Uuid::try_parse(id).is_ok(), "ErrorDetail id: {body}");
-        for field in ["originalId", "errorMessage", "detailMessage"] {
+        for field in ["errorMessage", "detailMessage"] {
             assert!(body.get(field).is_some(), "ErrorDetail {field}: {body}");
+        }
+        let well_formed = |field: &str| {
+            let text = sent[field].as_str().filter(|t| t.len() == 36);
+            text.filter(|t| Uuid::try_parse(t).is_ok())
+        };
+        if let Some(own) = well_formed("id") {
+            assert_eq!(
+                body["id"], own,
+                "{call}, {situation}: the message's own id: {body}"
+            );
+        }
+        match well_formed("requestId") {
+            Some(request) => assert_eq!(
+                body["originalId"], request,
+                "{call}, {situation}: originalId is the request the advice names: {body}"
+            ),
+            None if sent.is_object() => assert!(
+                body.get("originalId").is_none(),
+                "{call}, {situation}: no originalId when a request is refused: {body}"
+            ),
+            None => {}
         }
         self
     }
@@ -231,13 +258,21 @@ impl Suv {
         let response = self.http.execute(request).await.unwrap();
         let status = response.status();
         let body = response.json().await.unwrap_or(Value::Null);
-        Reply { call, status, body }
+        let sent = Value::Null;
+        Reply {
+            call,
+            status,
+            body,
+            sent,
+        }
     }
 
     /// POSTs as `user`; the password is not checked, so it is anything.
     async fn post_as(&self, user: &str, path: &str, body: &Value) -> Reply {
         let request = self.http.post(self.api(path)).basic_auth(user, Some("pw"));
-        self.send(request.json(body)).await
+        let mut reply = self.send(request.json(body)).await;
+        reply.sent = body.clone();
+        reply
     }
 
     async fn post(&self, path: &str, body: &Value) -> Reply {
@@ -338,7 +373,7 @@ async fn provision_rows() {
     let reply = suv.post(VOUCHER_CONFIRMATIONS, &tender_advice(other)).await;
     reply.refused("VOUCHER_ALREADY_REVERSED", "reversed");
     let reply = suv.post(VOUCHERS, &provision(other)).await;
-    reply.refused("VOUCHER_ALREADY_REVERSED", "id already reversed");
+    reply.refused("DUPLICATE_RECORD", "id already reversed");
 
     let stats = suv.sandbox.stats();
     assert_eq!(stats.calls_of(Operation::Provision), 4);
@@ -380,7 +415,7 @@ async fn redemption_rows() {
     let reply = suv.post(REDEMPTION_REVERSALS, &reversal(first)).await;
     reply.is(202, "reversed again -> 202 (idempotent)");
     let reply = suv.post(REDEMPTION_CONFIRMATIONS, &advice(first)).await;
-    reply.refused("REDEMPTION_ALREADY_REVERSED", "reversed");
+    reply.refused("VOUCHER_NOT_REDEEMED", "reversed");
     let reply = suv.post(REDEMPTIONS, &redemption(first, &code)).await;
     reply.refused("REDEMPTION_ALREADY_REVERSED", "same id after its reversal");
 
@@ -410,7 +445,7 @@ async fn redemption_rows() {
     let reply = suv
         .post(REDEMPTIONS, &redemption(new_id(), "000000000000"))
         .await;
-    reply.refused("UNKNOWN_VOUCHER", "unknown voucher code");
+    reply.refused("VOUCHER_NOT_REDEEMABLE", "unknown voucher code");
     let (withdrawn, withdrawn_code) = suv.provisioned().await;
     let reply = suv.post(VOUCHER_REVERSALS, &reversal(withdrawn)).await;
     reply.is(202, "provision reversal");
@@ -607,9 +642,9 @@ async fn format_errors_list_every_problem() {
     let reply = suv.post(VOUCHERS, &without(body, "/client/name")).await;
     let fields = ["client.name", "originator.merchant.merchantId"];
     reply.format_error(&fields, "missing fields");
-    assert_eq!(reply.body["originalId"], id.to_string());
     let entry = &reply.body["detailMessage"]["formatErrors"][0];
-    assert_eq!(entry["msg"], "may not be null");
+    let field = entry["field"].as_str().unwrap_or_default();
+    assert_eq!(entry["msg"], format!("{field} may not be null"));
     assert_eq!(entry["value"], Value::Null);
 
     let mut body = provision(id);
@@ -734,7 +769,7 @@ async fn reset_clears_state_faults_and_stats() {
     let reply = suv.get(&format!("/vouchers?voucherCode={code}")).await;
     reply.refused("UNABLE_TO_LOCATE_RECORD", "the voucher is forgotten");
     let reply = suv.post(REDEMPTIONS, &redemption(new_id(), &code)).await;
-    reply.refused("UNKNOWN_VOUCHER", "the faults are forgotten too");
+    reply.refused("VOUCHER_NOT_REDEEMABLE", "the faults are forgotten too");
 
     let (_, code) = suv.provisioned().await;
     suv.sandbox.reset();
@@ -810,10 +845,24 @@ async fn error_before_effect_applies_nothing() {
         "UNABLE_TO_LOCATE_RECORD",
         "a faulted redemption is not recorded",
     );
-    let reply = suv.post(REDEMPTION_REVERSALS, &reversal(id)).await;
-    reply.refused("UNABLE_TO_LOCATE_RECORD", "so its reversal finds nothing");
     let reply = suv.post(REDEMPTIONS, &redemption(id, &code)).await;
     reply.is(201, "the same id again, the fault used up");
+
+    // Another faulted redemption, then its reversal: the reversal finds nothing to reverse,
+    // but it is remembered, so the redemption is refused should it be sent again.
+    let other_code = suv.confirmed_voucher().await;
+    suv.sandbox
+        .inject(Operation::Redeem, Fault::ErrorBeforeEffect(503), 1);
+    let lost = new_id();
+    let reply = suv.post(REDEMPTIONS, &redemption(lost, &other_code)).await;
+    reply.failed(503, "UPSTREAM_UNAVAILABLE", "injected 503");
+    let reply = suv.post(REDEMPTION_REVERSALS, &reversal(lost)).await;
+    reply.refused("UNABLE_TO_LOCATE_RECORD", "so its reversal finds nothing");
+    let reply = suv.post(REDEMPTIONS, &redemption(lost, &other_code)).await;
+    reply.refused(
+        "REDEMPTION_ALREADY_REVERSED",
+        "the same id after its reversal, the fault used up",
+    );
 
     let fault = Fault::ErrorBeforeEffect(500);
     suv.sandbox.inject(Operation::Refund, fault, 1);
@@ -881,4 +930,420 @@ async fn failing_advice_answers_before_the_real_one() {
     assert!(held.expect_err("held answer").is_timeout());
     let stats = suv.sandbox.stats();
     assert_eq!(stats.faults_of(Operation::LookupVoucher), 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// Where Electrum's reference server decides (over electrum-suv-behaviour.md)
+
+/// A ProvisionRequest asking for the voucher code `code` (interface 1.2.0).
+fn provision_with_code(id: Uuid, code: &str) -> Value {
+    let mut body = provision(id);
+    body["voucher"] = json!({"code": code});
+    body
+}
+
+/// The `formatErrors` entry of `field`.
+fn format_entry(reply: &Reply, field: &str) -> Value {
+    let entries = reply.body["detailMessage"]["formatErrors"].as_array();
+    let entry = entries.and_then(|all| all.iter().find(|e| e["field"] == field));
+    entry.cloned().unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn every_path_is_served_with_a_trailing_slash() {
+    let suv = Suv::start().await;
+    let slash = |path: &str| format!("{path}/");
+
+    let id = new_id();
+    let reply = suv.post(&slash(VOUCHERS), &provision(id)).await;
+    let code = reply.is(201, "provision")["voucher"]["code"].as_str();
+    let code = code.unwrap().to_string();
+    let reply = suv
+        .post(&slash(VOUCHER_CONFIRMATIONS), &tender_advice(id))
+        .await;
+    reply.is(202, "provision confirmation");
+    let redeemed = new_id();
+    let reply = suv
+        .post(&slash(REDEMPTIONS), &redemption(redeemed, &code))
+        .await;
+    reply.is(201, "redemption");
+    let reply = suv.get(&format!("/redemptions/{redeemed}/")).await;
+    reply.is(200, "lookupRedemption");
+    let reply = suv
+        .post(&slash(REDEMPTION_REVERSALS), &reversal(redeemed))
+        .await;
+    reply.is(202, "redemption reversal");
+    let redeemed = suv.redeemed(&code).await;
+    let reply = suv
+        .post(&slash(REDEMPTION_CONFIRMATIONS), &advice(redeemed))
+        .await;
+    reply.is(202, "redemption confirmation");
+    let refunded = new_id();
+    let reply = suv.post(&slash(REFUNDS), &refund(refunded, &code)).await;
+    reply.is(201, "refund");
+    let reply = suv
+        .post(&slash(REFUND_REVERSALS), &reversal(refunded))
+        .await;
+    reply.is(202, "refund reversal");
+    let refunded = new_id();
+    suv.post(&slash(REFUNDS), &refund(refunded, &code))
+        .await
+        .is(201, "refund");
+    let reply = suv
+        .post(&slash(REFUND_CONFIRMATIONS), &advice(refunded))
+        .await;
+    reply.is(202, "refund confirmation");
+    let reply = suv.get(&format!("/vouchers/?voucherCode={code}")).await;
+    assert_eq!(reply.is(200, "lookupVoucher")["state"], "REFUNDED");
+
+    let (withdrawn, _) = suv.provisioned().await;
+    let reply = suv
+        .post(&slash(VOUCHER_REVERSALS), &reversal(withdrawn))
+        .await;
+    reply.is(202, "provision reversal");
+    let stats = suv.http.get(suv.admin("/sandbox/stats/")).send().await;
+    assert_eq!(stats.unwrap().status(), StatusCode::OK, "/sandbox/stats/");
+    let spec = json!({"operation": "redeem", "fault": "timeout_after_effect"});
+    let faults = suv.http.post(suv.admin("/sandbox/faults/")).json(&spec);
+    let status = faults.send().await.unwrap().status();
+    assert_eq!(status, StatusCode::NO_CONTENT, "/sandbox/faults/");
+    let reset = suv.http.post(suv.api("/testServerAdmin/reset/"));
+    let status = reset.send().await.unwrap().status();
+    assert!(status.is_success(), "/testServerAdmin/reset/: {status}");
+    assert_eq!(suv.sandbox.stats().calls_of(Operation::Provision), 0);
+}
+
+#[tokio::test]
+async fn tender_currency_may_be_a_number() {
+    let suv = Suv::start().await;
+
+    let (id, code) = suv.provisioned().await;
+    let mut body = tender_advice(id);
+    body["tenders"][0]["amount"]["currency"] = json!(710);
+    let reply = suv.post(VOUCHER_CONFIRMATIONS, &body).await;
+    let echo = reply.is(202, "currency 710 as a JSON number");
+    assert_eq!(
+        echo["tenders"][0]["amount"],
+        json!({"amount": 1000, "currency": "710"}),
+        "taken as the string \"710\""
+    );
+    assert_eq!(suv.state(&code).await, "CONFIRMED");
+
+    let (id, _) = suv.provisioned().await;
+    let mut body = tender_advice(id);
+    body["tenders"][0]["amount"]["currency"] = json!(36);
+    let reply = suv.post(VOUCHER_CONFIRMATIONS, &body).await;
+    let echo = reply.is(202, "currency 36 (AUD) as a JSON number");
+    assert_eq!(echo["tenders"][0]["amount"]["currency"], "036");
+
+    let (id, _) = suv.provisioned().await;
+    for bad in [
+        json!(0),
+        json!(1000),
+        json!(-710),
+        json!(710.5),
+        json!(true),
+    ] {
+        let mut body = tender_advice(id);
+        body["tenders"][0]["amount"]["currency"] = bad.clone();
+        let reply = suv.post(VOUCHER_CONFIRMATIONS, &body).await;
+        let situation = format!("currency {bad}");
+        reply.format_error(&["tenders[0].amount.currency"], &situation);
+    }
+    let stats = suv.sandbox.stats();
+    assert_eq!(stats.effects_of(Operation::ProvisionConfirmation), 2);
+}
+
+#[tokio::test]
+async fn error_ids_name_the_message_answered() {
+    let suv = Suv::start().await;
+
+    let refused = new_id();
+    let reply = suv
+        .post(REDEMPTIONS, &redemption(refused, "000000000000"))
+        .await;
+    reply.refused("VOUCHER_NOT_REDEEMABLE", "a refused request");
+    assert_eq!(reply.body["id"], refused.to_string(), "the request's id");
+    assert!(reply.body.get("originalId").is_none(), "{}", reply.body);
+
+    let (provision_id, _) = suv.provisioned().await;
+    let confirmation = tender_advice(provision_id);
+    suv.post(VOUCHER_CONFIRMATIONS, &confirmation)
+        .await
+        .is(202, "confirmation");
+    let advices = [
+        (reversal(provision_id), "VOUCHER_ALREADY_CONFIRMED"),
+        (reversal(new_id()), "UNABLE_TO_LOCATE_RECORD"),
+    ];
+    for (body, error_type) in advices {
+        let reply = suv.post(VOUCHER_REVERSALS, &body).await;
+        reply.refused(error_type, "a refused advice");
+        assert_eq!(reply.body["id"], body["id"], "the reversal's own id");
+        assert_eq!(reply.body["originalId"], body["requestId"]);
+    }
+
+    let mut body = reversal(provision_id);
+    body["reversalReason"] = json!("BORED");
+    let reply = suv.post(VOUCHER_REVERSALS, &body).await;
+    reply.format_error(&["reversalReason"], "a malformed advice");
+    assert_eq!(reply.body["id"], body["id"]);
+    assert_eq!(reply.body["originalId"], body["requestId"]);
+    body["id"] = json!("not-a-uuid");
+    let reply = suv.post(VOUCHER_REVERSALS, &body).await;
+    reply.format_error(&["id", "reversalReason"], "an advice without its own id");
+    assert_ne!(reply.body["id"], body["requestId"], "a fresh id");
+    assert_eq!(reply.body["originalId"], body["requestId"]);
+
+    let reply = suv
+        .post_as(OTHER_CLIENT, VOUCHER_CONFIRMATIONS, &confirmation)
+        .await;
+    reply.refused("AUTHENTICATION_ERROR", "an advice from another client");
+    assert_eq!(reply.body["id"], confirmation["id"]);
+    assert_eq!(reply.body["originalId"], provision_id.to_string());
+
+    let fault = Fault::ErrorBeforeEffect(503);
+    suv.sandbox.inject(Operation::ProvisionReversal, fault, 1);
+    let body = reversal(provision_id);
+    let reply = suv.post(VOUCHER_REVERSALS, &body).await;
+    reply.failed(503, "UPSTREAM_UNAVAILABLE", "a faulted advice");
+    assert_eq!(reply.body["id"], body["id"]);
+    assert_eq!(reply.body["originalId"], provision_id.to_string());
+    suv.sandbox.inject(Operation::Provision, fault, 1);
+    let id = new_id();
+    let reply = suv.post(VOUCHERS, &provision(id)).await;
+    reply.failed(503, "UPSTREAM_UNAVAILABLE", "a faulted request");
+    assert_eq!(reply.body["id"], id.to_string());
+    assert!(reply.body.get("originalId").is_none(), "{}", reply.body);
+
+    // A GET has no id of its own: a fresh one, about the redemption it looks up.
+    let unknown = new_id();
+    let reply = suv.get(&format!("/redemptions/{unknown}")).await;
+    reply.refused("UNABLE_TO_LOCATE_RECORD", "lookupRedemption");
+    assert_ne!(reply.body["id"], unknown.to_string());
+    assert_eq!(reply.body["originalId"], unknown.to_string());
+}
+
+#[tokio::test]
+async fn format_error_messages_name_the_field_path() {
+    let suv = Suv::start().await;
+
+    let body = without(
+        provision(new_id()),
+        "/originator/merchant/merchantName/city",
+    );
+    let reply = suv.post(VOUCHERS, &body).await;
+    let field = "originator.merchant.merchantName.city";
+    reply.format_error(&[field], "missing city");
+    let entry = format_entry(&reply, field);
+    assert_eq!(entry["msg"], format!("{field} may not be null"));
+    assert_eq!(entry["value"], Value::Null);
+    let body = without(advice(new_id()), "/time");
+    let reply = suv.post(REDEMPTION_CONFIRMATIONS, &body).await;
+    reply.format_error(&["time"], "missing time");
+    assert_eq!(format_entry(&reply, "time")["msg"], "time may not be null");
+
+    let uuid_msg = "UUID must conform to the format 8-4-4-4-12 hexadecimal values";
+    let mut body = provision(new_id());
+    body["id"] = json!("68d07240-e604-431f-d5ca");
+    let reply = suv.post(VOUCHERS, &body).await;
+    reply.format_error(&["id"], "malformed id");
+    let entry = format_entry(&reply, "id");
+    assert_eq!(entry["msg"], uuid_msg);
+    assert_eq!(entry["value"], "68d07240-e604-431f-d5ca");
+    let mut body = reversal(new_id());
+    body["requestId"] = json!("{68d07240-e604-431f-d5ca-974cee9bd60d}");
+    let reply = suv.post(REFUND_REVERSALS, &body).await;
+    reply.format_error(&["requestId"], "malformed requestId");
+    assert_eq!(format_entry(&reply, "requestId")["msg"], uuid_msg);
+    let reply = suv.get("/redemptions/not-a-uuid").await;
+    reply.format_error(&["requestId"], "malformed lookupRedemption id");
+    assert_eq!(format_entry(&reply, "requestId")["msg"], uuid_msg);
+    let reply = suv.get("/vouchers?provisionRequestId=abc").await;
+    reply.format_error(&["provisionRequestId"], "malformed provisionRequestId");
+    assert_eq!(format_entry(&reply, "provisionRequestId")["msg"], uuid_msg);
+}
+
+#[tokio::test]
+async fn a_provision_may_choose_its_voucher_code() {
+    let suv = Suv::start().await;
+
+    let chosen = "VR-2024-000123";
+    let id = new_id();
+    let reply = suv.post(VOUCHERS, &provision_with_code(id, chosen)).await;
+    let body = reply.is(201, "provision with voucher.code");
+    assert_eq!(
+        body["voucher"]["code"], chosen,
+        "provisioned with that code"
+    );
+    assert!(body["voucher"]["expiryDate"].is_string());
+    assert!(body["voucher"]["redeemInstructions"].is_array());
+    let found = suv.voucher(chosen).await;
+    assert_eq!(found["id"], id.to_string());
+    assert_eq!(found["state"], "PROVISIONED");
+    let reply = suv.post(VOUCHER_CONFIRMATIONS, &tender_advice(id)).await;
+    reply.is(202, "confirmation");
+    suv.redeemed(chosen).await;
+
+    let taken = new_id();
+    let reply = suv
+        .post(VOUCHERS, &provision_with_code(taken, chosen))
+        .await;
+    reply.refused("DUPLICATE_RECORD", "a code another voucher has");
+    let detail = &reply.body["detailMessage"];
+    assert!(
+        detail.get("voucher").is_none(),
+        "not the other voucher: {detail}"
+    );
+    let reply = suv.post(VOUCHER_CONFIRMATIONS, &tender_advice(taken)).await;
+    reply.refused("UNABLE_TO_LOCATE_RECORD", "nothing was provisioned");
+    let reply = suv.post(VOUCHERS, &provision_with_code(id, chosen)).await;
+    reply.refused("DUPLICATE_RECORD", "the same provision again");
+    assert_eq!(reply.body["detailMessage"]["voucher"]["code"], chosen);
+
+    let (withdrawn, withdrawn_code) = suv.provisioned().await;
+    let reply = suv.post(VOUCHER_REVERSALS, &reversal(withdrawn)).await;
+    reply.is(202, "provision reversal");
+    let reply = suv
+        .post(VOUCHERS, &provision_with_code(new_id(), &withdrawn_code))
+        .await;
+    reply.refused("DUPLICATE_RECORD", "a reversed voucher's code stays taken");
+
+    let mut body = provision_with_code(new_id(), "123");
+    body["voucher"]["expiryDate"] = json!("2030-12-07T10:02:58.737Z");
+    let reply = suv.post(VOUCHERS, &body).await;
+    reply.format_error(&["voucher.expiryDate"], "the provider sets the expiry");
+    let reply = suv.post(VOUCHERS, &provision_with_code(new_id(), "")).await;
+    reply.format_error(&["voucher.code"], "an empty code");
+    let mut body = provision(new_id());
+    body["voucher"] = json!({});
+    let reply = suv.post(VOUCHERS, &body).await;
+    reply.format_error(&["voucher.code"], "a voucher without its code");
+
+    let stats = suv.sandbox.stats();
+    assert_eq!(stats.effects_of(Operation::Provision), 2, "{stats:?}");
+}
+
+#[tokio::test]
+async fn early_reversals_are_remembered() {
+    let suv = Suv::start().await;
+
+    // Provision: reversed before it arrives, twice; the late provision is refused.
+    let late = new_id();
+    let early = reversal(late);
+    let reply = suv.post(VOUCHER_REVERSALS, &early).await;
+    reply.refused("UNABLE_TO_LOCATE_RECORD", "reversal before its provision");
+    let reply = suv.post(VOUCHER_REVERSALS, &reversal(late)).await;
+    reply.refused("UNABLE_TO_LOCATE_RECORD", "the reversal repeated");
+    let reply = suv.post(VOUCHERS, &provision(late)).await;
+    reply.refused("VOUCHER_ALREADY_REVERSED", "the late provision");
+    assert_eq!(reply.body["detailMessage"]["reversalId"], early["id"]);
+    let reply = suv.post(VOUCHER_CONFIRMATIONS, &tender_advice(late)).await;
+    reply.refused("UNABLE_TO_LOCATE_RECORD", "nothing was provisioned");
+    assert_eq!(suv.sandbox.stats().effects_of(Operation::Provision), 0);
+
+    // A provision reversed after its answer, then resent: DUPLICATE_RECORD and its voucher.
+    let (withdrawn, code) = suv.provisioned().await;
+    let reply = suv.post(VOUCHER_REVERSALS, &reversal(withdrawn)).await;
+    reply.is(202, "provision reversal");
+    let reply = suv.post(VOUCHERS, &provision(withdrawn)).await;
+    reply.refused("DUPLICATE_RECORD", "provision resent after its reversal");
+    let voucher = &reply.body["detailMessage"]["voucher"];
+    assert_eq!(voucher["code"], code, "{}", reply.body);
+    assert!(voucher["expiryDate"].is_string(), "{}", reply.body);
+
+    // Redemption: the late one is refused and nothing is redeemed.
+    let code = suv.confirmed_voucher().await;
+    let late = new_id();
+    let reply = suv.post(REDEMPTION_REVERSALS, &reversal(late)).await;
+    reply.refused("UNABLE_TO_LOCATE_RECORD", "reversal before its redemption");
+    let reply = suv.post(REDEMPTIONS, &redemption(late, &code)).await;
+    reply.refused("REDEMPTION_ALREADY_REVERSED", "the late redemption");
+    assert_eq!(suv.state(&code).await, "CONFIRMED", "nothing was redeemed");
+    let lookup = suv.get(&format!("/redemptions/{late}")).await;
+    assert_eq!(lookup.is(400, "lookupRedemption replays it"), &reply.body);
+
+    // A reversal refused (400) is not remembered: the same id is a duplicate, no more.
+    let redeemed = suv.redeemed(&code).await;
+    let reply = suv.post(REDEMPTION_CONFIRMATIONS, &advice(redeemed)).await;
+    reply.is(202, "redemption confirmation");
+    let reply = suv.post(REDEMPTION_REVERSALS, &reversal(redeemed)).await;
+    reply.refused("REDEMPTION_ALREADY_CONFIRMED", "a refused reversal");
+    let reply = suv.post(REDEMPTIONS, &redemption(redeemed, &code)).await;
+    reply.refused("DUPLICATE_RECORD", "the redemption resent");
+
+    // Refund: the late one is refused and the redemption stays confirmed.
+    let late = new_id();
+    let reply = suv.post(REFUND_REVERSALS, &reversal(late)).await;
+    reply.refused("UNABLE_TO_LOCATE_RECORD", "reversal before its refund");
+    let reply = suv.post(REFUNDS, &refund(late, &code)).await;
+    reply.refused("REFUND_ALREADY_REVERSED", "the late refund");
+    assert_eq!(suv.state(&code).await, "REDEMPTION_CONFIRMED");
+
+    let stats = suv.sandbox.stats();
+    assert_eq!(stats.effects_of(Operation::ProvisionReversal), 1);
+    assert_eq!(stats.effects_of(Operation::RedeemReversal), 0);
+    assert_eq!(stats.effects_of(Operation::RefundReversal), 0);
+    assert_eq!(stats.effects_of(Operation::Refund), 0);
+}
+
+#[tokio::test]
+async fn request_ids_are_keyed_with_the_voucher() {
+    let suv = Suv::start().await;
+    let first = suv.confirmed_voucher().await;
+    let second = suv.confirmed_voucher().await;
+
+    let shared = new_id();
+    let reply = suv.post(REDEMPTIONS, &redemption(shared, &first)).await;
+    reply.is(201, "redemption of the first voucher");
+    let reply = suv.post(REDEMPTIONS, &redemption(shared, &second)).await;
+    reply.is(201, "the same id for another voucher: a new redemption");
+    for code in [&first, &second] {
+        let reply = suv.post(REDEMPTIONS, &redemption(shared, code)).await;
+        reply.refused("DUPLICATE_RECORD", "the same id for the same voucher");
+        assert_eq!(suv.state(code).await, "REDEEMED");
+    }
+    assert_eq!(suv.sandbox.stats().effects_of(Operation::Redeem), 2);
+
+    // An advice names only the id: it is about the latest redemption approved with it.
+    let reply = suv.post(REDEMPTION_CONFIRMATIONS, &advice(shared)).await;
+    reply.is(202, "confirmation of the shared id");
+    assert_eq!(suv.state(&second).await, "REDEMPTION_CONFIRMED");
+    assert_eq!(suv.state(&first).await, "REDEEMED");
+    let reply = suv.post(REDEMPTION_REVERSALS, &reversal(shared)).await;
+    reply.refused("REDEMPTION_ALREADY_CONFIRMED", "reversal of the shared id");
+
+    let refund_id = new_id();
+    let reply = suv.post(REFUNDS, &refund(refund_id, &second)).await;
+    reply.is(201, "refund of the second voucher");
+    let reply = suv.post(REFUNDS, &refund(refund_id, &first)).await;
+    reply.refused(
+        "REDEMPTION_NOT_CONFIRMED",
+        "the same id for another voucher: a new refund, judged on its own",
+    );
+    let reply = suv.post(REFUNDS, &refund(refund_id, &second)).await;
+    reply.refused(
+        "DUPLICATE_RECORD",
+        "the same refund id for the same voucher",
+    );
+    assert_eq!(suv.sandbox.stats().effects_of(Operation::Refund), 1);
+}
+
+#[tokio::test]
+async fn unknown_vouchers_and_reversed_redemptions() {
+    let suv = Suv::start().await;
+
+    let reply = suv
+        .post(REDEMPTIONS, &redemption(new_id(), "000000000000"))
+        .await;
+    reply.refused("VOUCHER_NOT_REDEEMABLE", "redeeming an unknown voucher");
+    let reply = suv.post(REFUNDS, &refund(new_id(), "000000000000")).await;
+    reply.refused("VOUCHER_NOT_REDEEMED", "refunding an unknown voucher");
+
+    let code = suv.confirmed_voucher().await;
+    let redeemed = suv.redeemed(&code).await;
+    let reply = suv.post(REDEMPTION_REVERSALS, &reversal(redeemed)).await;
+    reply.is(202, "redemption reversal");
+    let reply = suv.post(REDEMPTION_CONFIRMATIONS, &advice(redeemed)).await;
+    reply.refused("VOUCHER_NOT_REDEEMED", "confirming a reversed redemption");
+    assert_eq!(suv.state(&code).await, "CONFIRMED");
 }

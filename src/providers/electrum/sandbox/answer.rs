@@ -30,30 +30,63 @@ impl IntoResponse for Answer {
     }
 }
 
-/// An ErrorDetail with a fresh id.
-pub(super) fn error_detail(
-    original_id: Option<&str>,
-    error_type: &str,
-    message: &str,
-    detail: Value,
-) -> Value {
-    json!({
-        "id": Uuid::now_v7().to_string(),
-        "originalId": original_id,
+/// Whom an ErrorDetail answers. `id` is the id of the message being answered: the request's
+/// own id, or an advice's own id (not the request it names). `originalId` is the request an
+/// advice refers to, and is left out when a request itself is refused. A message whose own id
+/// is unusable (not JSON, missing, not 8-4-4-4-12) is answered under a fresh id, because an
+/// ErrorDetail's `id` is always a UUID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct ErrorIds {
+    pub(super) id: Uuid,
+    pub(super) original: Option<Uuid>,
+}
+
+impl ErrorIds {
+    /// A provision, redemption or refund answered under its own id.
+    pub(super) fn request(id: Uuid) -> ErrorIds {
+        ErrorIds { id, original: None }
+    }
+
+    /// Something without an id of its own (a GET, or a body whose id is unusable), about
+    /// `original` if it names a request.
+    pub(super) fn fresh(original: Option<Uuid>) -> ErrorIds {
+        ErrorIds {
+            id: Uuid::now_v7(),
+            original,
+        }
+    }
+}
+
+/// An ErrorDetail answering the message `ids` names; `originalId` only when there is one.
+pub(super) fn error_detail(ids: ErrorIds, error_type: &str, message: &str, detail: Value) -> Value {
+    let mut body = json!({
+        "id": ids.id.to_string(),
         "errorType": error_type,
         "errorMessage": message,
         "detailMessage": detail,
-    })
+    });
+    if let (Some(original), Some(map)) = (ids.original, body.as_object_mut()) {
+        map.insert("originalId".into(), json!(original.to_string()));
+    }
+    body
 }
 
 /// A refusal whose detailMessage is a `freeString`.
-pub(super) fn refuse(status: StatusCode, original_id: &str, error_type: &str, why: &str) -> Answer {
-    let body = error_detail(
-        Some(original_id),
-        error_type,
-        why,
-        json!({"freeString": why}),
-    );
+pub(super) fn refuse(status: StatusCode, ids: ErrorIds, error_type: &str, why: &str) -> Answer {
+    refuse_with(status, ids, error_type, why, Map::new())
+}
+
+/// A refusal whose detailMessage is a `freeString` and the fields of `detail` (e.g. the
+/// `voucher` of a duplicate provision).
+pub(super) fn refuse_with(
+    status: StatusCode,
+    ids: ErrorIds,
+    error_type: &str,
+    why: &str,
+    mut detail: Map<String, Value>,
+) -> Answer {
+    detail.insert("freeString".into(), json!(why));
+    let body = error_detail(ids, error_type, why, Value::Object(detail));
     Answer::new(status, body, false)
 }
 

@@ -5,12 +5,12 @@
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use serde_json::{Map, Value};
-use uuid::Uuid;
+use serde_json::Value;
 
-use super::answer::refuse;
+use super::answer::{ErrorIds, refuse};
 use super::ledger::Ledger;
 use super::operation::{Family, Step};
+use super::schema::Valid;
 
 /// Why a request without usable credentials is refused.
 pub(super) const NO_BASIC_AUTH: &str =
@@ -32,39 +32,36 @@ pub(super) fn basic_user(headers: &HeaderMap) -> Option<String> {
 }
 
 /// The 400 AUTHENTICATION_ERROR.
-pub(super) fn authentication_error(original_id: &str, why: &str) -> Response {
-    refuse(
-        StatusCode::BAD_REQUEST,
-        original_id,
-        "AUTHENTICATION_ERROR",
-        why,
-    )
-    .into_response()
+pub(super) fn authentication_error(ids: ErrorIds, why: &str) -> Response {
+    refuse(StatusCode::BAD_REQUEST, ids, "AUTHENTICATION_ERROR", why).into_response()
 }
 
-/// Checks that `user` is the `client.id` of the POSTed message `msg`: a request's own, or
-/// for an advice the one of the request `key` it refers to. An advice about an unknown
-/// request passes here: the state table answers it with its 404.
+/// Checks that `user` is the `client.id` of the POSTed message: a request's own, or for an
+/// advice the one of the request it refers to (the latest with that id). An advice about an
+/// unknown request passes here: the state table answers it with its 404.
 pub(super) fn check_client(
-    ledger: &mut Ledger,
+    ledger: &Ledger,
     family: Family,
     step: Step,
-    key: Uuid,
-    msg: &Map<String, Value>,
+    message: &Valid,
     user: &str,
 ) -> Result<(), Box<Response>> {
     let owner = match step {
-        Step::Request => msg
+        Step::Request => message
+            .msg
             .get("client")
             .and_then(|c| c.get("id"))
             .and_then(Value::as_str)
             .map(str::to_string),
-        Step::Confirm | Step::Reverse => ledger.txs(family).get(&key).map(|tx| tx.client.clone()),
+        Step::Confirm | Step::Reverse => ledger
+            .book(family)
+            .latest(message.key)
+            .map(|tx| tx.client.clone()),
     };
     match owner {
         Some(owner) if owner != user => {
             let why = format!("The Basic username {user} is not the request's client.id {owner}.");
-            Err(Box::new(authentication_error(&key.to_string(), &why)))
+            Err(Box::new(authentication_error(message.ids, &why)))
         }
         _ => Ok(()),
     }

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::Operation;
-use super::answer::error_detail;
+use super::answer::{ErrorIds, error_detail};
 
 /// What an injected fault does to a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,19 +57,16 @@ impl PendingFaults {
 /// [`Fault::ErrorBeforeEffect`], to answer at once; `Ok(true)` means a
 /// [`Fault::TimeoutAfterEffect`] holds the answer once the effect is applied; `Ok(false)`
 /// means no fault.
-pub(super) fn hold_or_fail(
-    fault: Option<Fault>,
-    original_id: Option<&str>,
-) -> Result<bool, Box<Response>> {
+pub(super) fn hold_or_fail(fault: Option<Fault>, ids: ErrorIds) -> Result<bool, Box<Response>> {
     match fault {
-        Some(Fault::ErrorBeforeEffect(status)) => Err(Box::new(fault_error(status, original_id))),
+        Some(Fault::ErrorBeforeEffect(status)) => Err(Box::new(fault_error(status, ids))),
         Some(Fault::TimeoutAfterEffect) => Ok(true),
         None => Ok(false),
     }
 }
 
 /// The answer of an [`Fault::ErrorBeforeEffect`].
-fn fault_error(status: u16, original_id: Option<&str>) -> Response {
+fn fault_error(status: u16, ids: ErrorIds) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let (error_type, why) = match status.as_u16() {
         502..=504 => (
@@ -81,7 +78,7 @@ fn fault_error(status: u16, original_id: Option<&str>) -> Response {
             "An error occurred while processing the request.",
         ),
     };
-    let body = error_detail(original_id, error_type, why, json!({"freeString": why}));
+    let body = error_detail(ids, error_type, why, json!({"freeString": why}));
     (status, axum::Json(body)).into_response()
 }
 

@@ -1,6 +1,7 @@
 //! What the sandbox remembers: every provision, redemption and refund it answered, each
-//! with its state after advices ([`Advised`]), and every voucher with what holds it. The
-//! state table (`table`) reads and changes it; lookupVoucher reports a voucher's state.
+//! with its state after advices ([`Advised`]), the reversals of each family (also those that
+//! came before their request), and every voucher with what holds it. The state table
+//! (`table` and `advices`) reads and changes it; lookupVoucher reports a voucher's state.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -39,6 +40,63 @@ pub(super) struct Tx {
     pub(super) held_until: Option<Instant>,
 }
 
+/// The requests of one family (provisions, redemptions or refunds) and their reversals.
+///
+/// Requests are kept by request id and voucher together, as Electrum's server keys them: the
+/// same redemption id for another voucher is another redemption. An advice names only the
+/// request id, so it is about the latest approved request with that id.
+#[derive(Default)]
+pub(super) struct Book {
+    /// By request id; several only when the id was reused for other vouchers, in arrival
+    /// order.
+    requests: HashMap<Uuid, Vec<Tx>>,
+    /// Every reversal that was not refused, by the request id it names, with its own id. A
+    /// reversal that arrives before its request is answered 404 but kept here, so that the
+    /// late request is refused as already reversed.
+    reversals: HashMap<Uuid, Uuid>,
+}
+
+impl Book {
+    /// The request `id` about the voucher `code`.
+    pub(super) fn find(&self, id: Uuid, code: &str) -> Option<&Tx> {
+        self.requests.get(&id)?.iter().find(|tx| tx.code == code)
+    }
+
+    /// The latest request with this id, approved or refused.
+    pub(super) fn latest(&self, id: Uuid) -> Option<&Tx> {
+        self.requests.get(&id)?.last()
+    }
+
+    /// The latest approved request with this id: the one its advices are about.
+    pub(super) fn advised(&self, id: Uuid) -> Option<&Tx> {
+        self.requests.get(&id)?.iter().rev().find(|tx| tx.approved)
+    }
+
+    /// [`Book::advised`], to change its state.
+    pub(super) fn advised_mut(&mut self, id: Uuid) -> Option<&mut Tx> {
+        self.requests
+            .get_mut(&id)?
+            .iter_mut()
+            .rev()
+            .find(|tx| tx.approved)
+    }
+
+    /// Records the request `id`.
+    fn insert(&mut self, id: Uuid, tx: Tx) {
+        self.requests.entry(id).or_default().push(tx);
+    }
+
+    /// The id of the first reversal that named request `id`, if one did and was not refused.
+    pub(super) fn reversal(&self, id: Uuid) -> Option<Uuid> {
+        self.reversals.get(&id).copied()
+    }
+
+    /// Remembers the reversal `reversal_id` of request `request_id` (the first one is kept).
+    pub(super) fn remember_reversal(&mut self, request_id: Uuid, reversal_id: Uuid) {
+        self.reversals.entry(request_id).or_insert(reversal_id);
+    }
+}
+
 /// One provisioned voucher.
 pub(super) struct Voucher {
     /// Its provision request's id.
@@ -46,9 +104,9 @@ pub(super) struct Voucher {
     /// The provision request's `time`.
     pub(super) time: Value,
     pub(super) expiry: String,
-    /// The approved redemption that holds the voucher (open or confirmed).
+    /// The id of the approved redemption (of this voucher) that holds it, open or confirmed.
     pub(super) holder: Option<Uuid>,
-    /// The approved refund awaiting confirmation or reversal.
+    /// The id of the approved refund (of this voucher) awaiting confirmation or reversal.
     pub(super) pending_refund: Option<Uuid>,
     /// A refund was confirmed and nothing redeemed the voucher since.
     pub(super) refunded: bool,
@@ -58,9 +116,9 @@ pub(super) struct Voucher {
 pub(super) struct Ledger {
     pub(super) stats: Stats,
     pub(super) faults: PendingFaults,
-    pub(super) provisions: HashMap<Uuid, Tx>,
-    pub(super) redemptions: HashMap<Uuid, Tx>,
-    pub(super) refunds: HashMap<Uuid, Tx>,
+    pub(super) provisions: Book,
+    pub(super) redemptions: Book,
+    pub(super) refunds: Book,
     /// By voucher code.
     pub(super) vouchers: HashMap<String, Voucher>,
 }
@@ -70,17 +128,26 @@ impl Default for Ledger {
         Ledger {
             stats: Stats::zero(),
             faults: PendingFaults::default(),
-            provisions: HashMap::new(),
-            redemptions: HashMap::new(),
-            refunds: HashMap::new(),
+            provisions: Book::default(),
+            redemptions: Book::default(),
+            refunds: Book::default(),
             vouchers: HashMap::new(),
         }
     }
 }
 
 impl Ledger {
-    /// The transactions of `family`, by request id.
-    pub(super) fn txs(&mut self, family: Family) -> &mut HashMap<Uuid, Tx> {
+    /// The requests and reversals of `family`.
+    pub(super) fn book(&self, family: Family) -> &Book {
+        match family {
+            Family::Provision => &self.provisions,
+            Family::Redemption => &self.redemptions,
+            Family::Refund => &self.refunds,
+        }
+    }
+
+    /// [`Ledger::book`], to change it.
+    pub(super) fn book_mut(&mut self, family: Family) -> &mut Book {
         match family {
             Family::Provision => &mut self.provisions,
             Family::Redemption => &mut self.redemptions,
@@ -99,7 +166,7 @@ impl Ledger {
     /// if it did it would be as good as reversed.
     pub(super) fn provision_state(&self, voucher: &Voucher) -> Advised {
         self.provisions
-            .get(&voucher.provision)
+            .advised(voucher.provision)
             .map_or(Advised::Reversed, |tx| tx.state)
     }
 
@@ -120,16 +187,28 @@ impl Ledger {
         }
     }
 
+    /// The `voucher` of a ProvisionResponse for the voucher `code`.
+    pub(super) fn voucher_body(&self, code: &str) -> Option<Value> {
+        let v = self.vouchers.get(code)?;
+        Some(json!({"code": code, "expiryDate": v.expiry,
+                    "redeemInstructions": redeem_instructions()}))
+    }
+
+    /// The state of the redemption (of the voucher `code`) that holds it, if one does.
+    pub(super) fn holder_state(&self, code: &str) -> Option<Advised> {
+        let holder = self.vouchers.get(code)?.holder?;
+        self.redemptions.find(holder, code).map(|r| r.state)
+    }
+
     /// The VoucherLookupResponse of the voucher `code` (shape in the module doc of
     /// [`sandbox`](super)).
     pub(super) fn voucher_lookup(&self, code: &str) -> Option<Value> {
         let v = self.vouchers.get(code)?;
-        let state = self.voucher_state(v);
+        let state = self.voucher_state(code, v);
         let mut body = json!({
             "id": v.provision.to_string(),
             "time": v.time,
-            "voucher": {"code": code, "expiryDate": v.expiry,
-                        "redeemInstructions": redeem_instructions()},
+            "voucher": self.voucher_body(code)?,
             "state": state,
             "redeemable": matches!(state, "CONFIRMED" | "REFUNDED"),
         });
@@ -144,14 +223,13 @@ impl Ledger {
         Some(body)
     }
 
-    /// The `state` lookupVoucher reports for `v`.
-    fn voucher_state(&self, v: &Voucher) -> &'static str {
-        let redemption_state = |id: &Uuid| self.redemptions.get(id).map(|r| r.state);
+    /// The `state` lookupVoucher reports for `v`, the voucher `code`.
+    fn voucher_state(&self, code: &str, v: &Voucher) -> &'static str {
         match self.provision_state(v) {
             Advised::Open => "PROVISIONED",
             Advised::Reversed => "REVERSED",
             Advised::Confirmed if v.pending_refund.is_some() => "REFUND_PENDING",
-            Advised::Confirmed => match v.holder.as_ref().and_then(redemption_state) {
+            Advised::Confirmed => match self.holder_state(code) {
                 Some(Advised::Open) => "REDEEMED",
                 Some(_) => "REDEMPTION_CONFIRMED",
                 None if v.refunded => "REFUNDED",
@@ -180,6 +258,6 @@ impl TxHeader {
             answer: answer.body.clone(),
             held_until: self.held_until,
         };
-        ledger.txs(family).insert(self.id, tx);
+        ledger.book_mut(family).insert(self.id, tx);
     }
 }

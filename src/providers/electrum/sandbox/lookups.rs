@@ -11,11 +11,11 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::answer::{Answer, error_detail, refuse};
+use super::answer::{Answer, ErrorIds, error_detail, refuse};
 use super::auth::{NO_BASIC_AUTH, authentication_error, basic_user};
 use super::faults::hold_or_fail;
 use super::ledger::Ledger;
-use super::schema::{canonical_uuid, format_error, format_problem};
+use super::schema::{UUID_FORMAT, canonical_uuid, format_error, format_problem};
 use super::{ElectrumSandbox, Operation};
 
 /// `GET /redemptions/{requestId}`.
@@ -28,34 +28,31 @@ pub(super) async fn lookup_redemption(
     sandbox.count_call(op);
     let raw = path.map(|Path(p)| p).unwrap_or_default();
     let Some(key) = canonical_uuid(&raw) else {
-        let problem = format_problem(
-            "requestId",
-            "must be a UUID (8-4-4-4-12 hexadecimal digits)",
-            &json!(raw),
-        );
-        return format_error(Some(&raw), vec![problem]);
+        let problem = format_problem("requestId", UUID_FORMAT, &json!(raw));
+        return format_error(ErrorIds::fresh(None), vec![problem]);
     };
-    let id = key.to_string();
+    // A GET has no id of its own; it is about the redemption, like an advice.
+    let ids = ErrorIds::fresh(Some(key));
     let Some(user) = basic_user(&headers) else {
-        return authentication_error(&id, NO_BASIC_AUTH);
+        return authentication_error(ids, NO_BASIC_AUTH);
     };
     let (hold, held_until) = {
         let mut ledger = sandbox.ledger();
-        let owner = ledger.redemptions.get(&key).map(|tx| tx.client.clone());
+        let owner = ledger.redemptions.latest(key).map(|tx| tx.client.clone());
         if owner.is_some_and(|owner| owner != user) {
             return refuse(
                 StatusCode::FORBIDDEN,
-                &id,
+                ids,
                 "AUTHENTICATION_ERROR",
                 "Another client sent this redemption.",
             )
             .into_response();
         }
-        let hold = match hold_or_fail(ledger.take_fault(op), Some(&id)) {
+        let hold = match hold_or_fail(ledger.take_fault(op), ids) {
             Ok(hold) => hold,
             Err(fault_error) => return *fault_error,
         };
-        let held_until = ledger.redemptions.get(&key).and_then(|tx| tx.held_until);
+        let held_until = ledger.redemptions.latest(key).and_then(|tx| tx.held_until);
         (hold, held_until)
     };
     // Still processing: say nothing until the redemption's own answer goes out (see the
@@ -63,10 +60,11 @@ pub(super) async fn lookup_redemption(
     if let Some(until) = held_until {
         tokio::time::sleep_until(tokio::time::Instant::from_std(until)).await;
     }
-    let answer = match sandbox.ledger().redemptions.get(&key) {
+    // With an id reused for several vouchers, the latest redemption received is replayed.
+    let answer = match sandbox.ledger().redemptions.latest(key) {
         None => refuse(
             StatusCode::NOT_FOUND,
-            &id,
+            ids,
             "UNABLE_TO_LOCATE_RECORD",
             "No redemption with this requestId was received.",
         ),
@@ -91,22 +89,17 @@ pub(super) async fn lookup_voucher(
         Ok(query) => query,
         Err(format_error) => return *format_error,
     };
-    let original_id = provision_id.map(|p| p.to_string());
+    let ids = ErrorIds::fresh(provision_id);
     if basic_user(&headers).is_none() {
-        return authentication_error(original_id.as_deref().unwrap_or_default(), NO_BASIC_AUTH);
+        return authentication_error(ids, NO_BASIC_AUTH);
     }
     let (answer, hold) = {
         let mut ledger = sandbox.ledger();
-        let hold = match hold_or_fail(ledger.take_fault(op), original_id.as_deref()) {
+        let hold = match hold_or_fail(ledger.take_fault(op), ids) {
             Ok(hold) => hold,
             Err(fault_error) => return *fault_error,
         };
-        let answer = voucher_answer(
-            &ledger,
-            code.as_deref(),
-            provision_id,
-            original_id.as_deref(),
-        );
+        let answer = voucher_answer(&ledger, code.as_deref(), provision_id, ids);
         (answer, hold)
     };
     if hold {
@@ -122,19 +115,15 @@ fn voucher_query(
 ) -> Result<(Option<String>, Option<Uuid>), Box<Response>> {
     let Ok(Query(params)) = query else {
         let problem = format_problem("query", "not a valid query string", &Value::Null);
-        return Err(Box::new(format_error(None, vec![problem])));
+        return Err(Box::new(format_error(ErrorIds::fresh(None), vec![problem])));
     };
     let param = |name: &str| params.get(name).filter(|v| !v.is_empty());
     let code = param("voucherCode");
     let provision = param("provisionRequestId");
     let provision_id = match provision.map(|p| canonical_uuid(p)) {
         Some(None) => {
-            let problem = format_problem(
-                "provisionRequestId",
-                "must be a UUID (8-4-4-4-12 hexadecimal digits)",
-                &json!(provision),
-            );
-            return Err(Box::new(format_error(None, vec![problem])));
+            let problem = format_problem("provisionRequestId", UUID_FORMAT, &json!(provision));
+            return Err(Box::new(format_error(ErrorIds::fresh(None), vec![problem])));
         }
         Some(Some(id)) => Some(id),
         None => None,
@@ -145,7 +134,7 @@ fn voucher_query(
             "voucherCode or provisionRequestId is required",
             &Value::Null,
         );
-        return Err(Box::new(format_error(None, vec![problem])));
+        return Err(Box::new(format_error(ErrorIds::fresh(None), vec![problem])));
     }
     Ok((code.cloned(), provision_id))
 }
@@ -156,9 +145,9 @@ fn voucher_answer(
     ledger: &Ledger,
     code: Option<&str>,
     provision_id: Option<Uuid>,
-    original_id: Option<&str>,
+    ids: ErrorIds,
 ) -> Answer {
-    let by_provision = |p: &Uuid| ledger.provisions.get(p).map(|tx| tx.code.clone());
+    let by_provision = |p: &Uuid| ledger.provisions.advised(*p).map(|tx| tx.code.clone());
     let found = match (code, provision_id.as_ref().map(by_provision)) {
         (Some(code), Some(other)) => other.filter(|o| o == code),
         (Some(code), None) => Some(code.to_string()),
@@ -169,7 +158,7 @@ fn voucher_answer(
         Some(body) => Answer::new(StatusCode::OK, body, false),
         None => {
             let body = error_detail(
-                original_id,
+                ids,
                 "UNABLE_TO_LOCATE_RECORD",
                 "No such voucher.",
                 json!({"freeString": "No voucher matches the query."}),

@@ -1,9 +1,14 @@
 //! The Electrum SUV simulator: serves the single-use voucher API under `/suv/v1` as
-//! `electrum-suv-behaviour.md` describes it, every row of its state table included.
+//! `electrum-suv-behaviour.md` describes it, every row of its state table included, except
+//! where Electrum's reference test server answers otherwise: there the sandbox answers as the
+//! server does (see "Where the reference server decides", below). The final state table is
+//! in the sandbox manual, `docs/providers/electrum.md`.
 //!
-//! Messages are the shapes of `electrum-suv-examples/` (camelCase JSON):
-//! - `POST /vouchers` provisions a voucher (201, a fresh 12 to 16 digit code valid for a
-//!   year); `POST /vouchers/confirmations` (TenderAdvice) makes it redeemable;
+//! Messages are the shapes of `electrum-suv-examples/` (camelCase JSON); every path is also
+//! served with a trailing slash (`/suv/v1/vouchers/`):
+//! - `POST /vouchers` provisions a voucher (201, valid for a year) with the code the request
+//!   asks for in `voucher.code` (interface 1.2.0), or a fresh 12 to 16 digit one;
+//!   `POST /vouchers/confirmations` (TenderAdvice) makes it redeemable;
 //!   `POST /vouchers/reversals` (BasicReversal) withdraws an unconfirmed one;
 //! - `POST /redemptions` redeems a voucher found by `voucher.code`;
 //!   `/redemptions/confirmations` and `/redemptions/reversals` settle the redemption. A
@@ -49,30 +54,64 @@
 //!    fault: a provider that is unavailable cannot tell what it knows.
 //! 4. The state table, then the effect.
 //!
+//! # Where the reference server decides
+//! Electrum's reference test server disagrees with `electrum-suv-behaviour.md` (or says more)
+//! on these points, and the sandbox follows the server:
+//! - Every path is served with a trailing slash too.
+//! - A tender's `currency` may be a JSON number (710) as well as a string; it is taken as
+//!   the 3-digit code ("710", and "036" for 36), which is what the confirmation echoes.
+//! - An ErrorDetail's `id` is the id of the message answered: the request's `id`, or an
+//!   advice's own `id`. `originalId` is the request an advice names (its `requestId`), and is
+//!   absent when a request itself is refused.
+//! - A missing field's `msg` names its full path ("originator.merchant.merchantName.city may
+//!   not be null"); a malformed UUID's is "UUID must conform to the format 8-4-4-4-12
+//!   hexadecimal values".
+//! - A provision may carry `voucher: {code}` and is then provisioned with that code.
+//! - A reversal of a request the sandbox does not know (never received, refused, or lost to
+//!   a fault) is 404 `UNABLE_TO_LOCATE_RECORD`, but it is remembered: the request, arriving
+//!   late, is refused as `VOUCHER_ALREADY_REVERSED`, `REDEMPTION_ALREADY_REVERSED` or
+//!   `REFUND_ALREADY_REVERSED` (with `detailMessage.reversalId`), and applies nothing. A
+//!   reversal refused with a 400 is not remembered.
+//! - A provision sent again with the id of one already answered, reversed or not, is 400
+//!   `DUPLICATE_RECORD` carrying the voucher in `detailMessage.voucher`.
+//! - Redemptions and refunds are keyed on the request id and the voucher together: the same
+//!   id for another voucher is a new request, the same id for the same voucher is 400
+//!   `DUPLICATE_RECORD`. An advice names only the id: it is about the latest approved
+//!   request with that id; lookupRedemption replays the latest received.
+//! - Redeeming an unknown voucher code is 400 `VOUCHER_NOT_REDEEMABLE`; confirming a reversed
+//!   redemption is 400 `VOUCHER_NOT_REDEEMED`.
+//!
 //! # Where the texts are silent
-//! - An unknown `voucher.code` on a redemption or refund is 400 `UNKNOWN_VOUCHER` (Electrum's
-//!   reference test server answers VOUCHER_NOT_REDEEMABLE there; UNKNOWN_VOUCHER tells an
-//!   adapter what happened).
+//! - Refunding an unknown voucher code is 400 `VOUCHER_NOT_REDEEMED`: nothing redeemed it.
+//! - A provision asking for a code another voucher has (a reversed one's included: a code
+//!   names one voucher for good) is 400 `DUPLICATE_RECORD`, without `detailMessage.voucher`.
+//!   Not FORMAT_ERROR: the request is well formed, and an adapter reads FORMAT_ERROR as its
+//!   own bug. Provisions are keyed on the id alone, so a provision sent again gets the same
+//!   answer whatever code it asks. In a provision, `voucher` holds only `code` (non-empty):
+//!   expiry and instructions are the provider's to set. A duplicate provision from another
+//!   client than its original's gets no `detailMessage.voucher` either.
 //! - Redeeming a voucher whose provision was reversed is 400 `VOUCHER_NOT_REDEEMABLE`, like
 //!   an unconfirmed one: neither was ever confirmed. Refunding a voucher that no redemption
 //!   holds (never redeemed, unconfirmed, reversed) is 400 `VOUCHER_NOT_REDEEMED`.
-//! - A redemption or refund id is remembered with its answer, refused or approved, so the
-//!   same id again is 400 `DUPLICATE_RECORD` (`REDEMPTION_ALREADY_REVERSED` /
+//! - A redemption or refund is remembered with its answer, refused or approved, so the same
+//!   id for the same voucher again is 400 `DUPLICATE_RECORD` (`REDEMPTION_ALREADY_REVERSED` /
 //!   `REFUND_ALREADY_REVERSED` once reversed) and lookupRedemption can replay a refusal.
 //!   Advices about a refused one answer 404 `UNABLE_TO_LOCATE_RECORD`: nothing was redeemed.
+//!   A reversal of an id refuses every later request with that id, whatever its voucher.
 //! - Confirming a provision twice, and reversing anything twice, is 202 again with no second
 //!   effect ("may be called repeatedly ... without negative effect").
-//! - A redemption confirmed twice is 400 `VOUCHER_NOT_REDEEMED`, literally as the table says;
-//!   confirming a reversed redemption is 400 `REDEMPTION_ALREADY_REVERSED`.
+//! - A redemption confirmed twice is 400 `VOUCHER_NOT_REDEEMED`, literally as the table says.
 //! - Refund confirmations mirror the redemption rows: refunded -> 202, not refunded -> 404,
 //!   confirmed twice -> 400 `VOUCHER_NOT_REFUNDED` (the mirror of VOUCHER_NOT_REDEEMED, and
 //!   what Electrum's reference test server answers), reversed -> 400
 //!   `REFUND_ALREADY_REVERSED`.
 //! - While a refund awaits confirmation the voucher stays redeemed: a redemption is 400
 //!   `VOUCHER_ALREADY_REDEEMED` until the refund is confirmed.
-//! - `originalId` of an ErrorDetail is the request's `id`, or for an advice its `requestId`
-//!   (in the provider's ErrorDetail example `originalId` is the voucher, not the advice).
-//!   403 and 404 answers carry an ErrorDetail too, although the operations text names none.
+//! - An ErrorDetail's `id` is always a UUID: a message without a well-formed id of its own
+//!   (not JSON, `id` missing or malformed) and the GET lookups are answered under a fresh
+//!   one. lookupRedemption's errors carry the looked-up id as `originalId`, lookupVoucher's
+//!   the `provisionRequestId` if one was given. 403 and 404 answers carry an ErrorDetail too,
+//!   although the operations text names none.
 //! - A ProvisionResponse adds `settlementEntity` 33333333 and one provider
 //!   `thirdPartyIdentifiers` entry each for 33333333 and the receiver (44444444 by default);
 //!   redemption and refund responses echo the request's `voucher` as the examples do.
@@ -97,7 +136,8 @@
 //! # Faults and HTTP 102
 //! [`Fault::ErrorBeforeEffect`] answers its 5xx (`UPSTREAM_UNAVAILABLE` for 502, 503 and
 //! 504, `GENERAL_ERROR` otherwise) and records nothing: a redemption refused that way is not
-//! known afterwards (its lookup is 404, its reversal 404, the same id may be sent again).
+//! known afterwards (its lookup is 404, the same id may be sent again). Its reversal is 404,
+//! and remembered like any early reversal: from then on the same id is refused.
 //! [`Fault::TimeoutAfterEffect`] applies the effect, then holds the answer for
 //! [`SandboxOptions::slow_answer`].
 //!
@@ -114,12 +154,16 @@
 //! - `schema`: step 1, the message shapes and the FORMAT_ERROR they produce;
 //! - `auth`: step 2, HTTP Basic and the `client.id` a username must match;
 //! - `faults`: step 3, [`Fault`], the queue of injected faults and `POST /sandbox/faults`;
-//! - `table`: step 4, the behaviour rows of provisions, redemptions, refunds and advices;
-//! - `ledger`: what the table reads and writes: requests, vouchers and their states;
-//! - `answer`: the bodies every step answers with (ErrorDetail, the approved echo);
+//! - `table`: step 4, the behaviour rows of provisions, redemptions and refunds;
+//! - `advices`: step 4 for confirmations and reversals;
+//! - `ledger`: what the table reads and writes: requests, reversals, vouchers and their
+//!   states;
+//! - `answer`: the bodies every step answers with (ErrorDetail and whom it answers, the
+//!   approved echo);
 //! - `routes` and `lookups`: the axum handlers, which run the steps in order;
 //! - `operation` and `stats`: [`Operation`] and the [`Stats`] counted per operation.
 
+mod advices;
 mod answer;
 mod auth;
 mod faults;

@@ -1,6 +1,7 @@
 //! The axum router, and the handlers of every POST: the API's messages, which run the four
 //! checks in order (see the module doc of [`sandbox`](super)), and the admin routes (reset,
-//! faults, stats). The two GET lookups are in `lookups`.
+//! faults, stats). The two GET lookups are in `lookups`. Every path is served with and
+//! without a trailing slash, as Electrum's server serves them.
 
 use std::time::Instant;
 
@@ -9,7 +10,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use serde_json::json;
 
 use super::auth::{NO_BASIC_AUTH, authentication_error, basic_user, check_client};
@@ -33,27 +34,34 @@ pub(super) fn router(sandbox: ElectrumSandbox) -> Router {
             },
         )
     };
-    Router::new()
-        .route(
+    let routes: [(&str, MethodRouter<ElectrumSandbox>); 13] = [
+        (
             "/suv/v1/vouchers",
             route(Provision, Request).get(lookup_voucher),
-        )
-        .route("/suv/v1/vouchers/confirmations", route(Provision, Confirm))
-        .route("/suv/v1/vouchers/reversals", route(Provision, Reverse))
-        .route("/suv/v1/redemptions", route(Redemption, Request))
-        .route(
+        ),
+        ("/suv/v1/vouchers/confirmations", route(Provision, Confirm)),
+        ("/suv/v1/vouchers/reversals", route(Provision, Reverse)),
+        ("/suv/v1/redemptions", route(Redemption, Request)),
+        (
             "/suv/v1/redemptions/confirmations",
             route(Redemption, Confirm),
-        )
-        .route("/suv/v1/redemptions/reversals", route(Redemption, Reverse))
-        .route("/suv/v1/redemptions/{request_id}", get(lookup_redemption))
-        .route("/suv/v1/refunds", route(Refund, Request))
-        .route("/suv/v1/refunds/confirmations", route(Refund, Confirm))
-        .route("/suv/v1/refunds/reversals", route(Refund, Reverse))
-        .route("/suv/v1/testServerAdmin/reset", post(reset))
-        .route("/sandbox/faults", post(inject_over_http))
-        .route("/sandbox/stats", get(stats))
-        .with_state(sandbox)
+        ),
+        ("/suv/v1/redemptions/reversals", route(Redemption, Reverse)),
+        ("/suv/v1/redemptions/{request_id}", get(lookup_redemption)),
+        ("/suv/v1/refunds", route(Refund, Request)),
+        ("/suv/v1/refunds/confirmations", route(Refund, Confirm)),
+        ("/suv/v1/refunds/reversals", route(Refund, Reverse)),
+        ("/suv/v1/testServerAdmin/reset", post(reset)),
+        ("/sandbox/faults", post(inject_over_http)),
+        ("/sandbox/stats", get(stats)),
+    ];
+    let mut router = Router::new();
+    for (path, methods) in routes {
+        router = router
+            .route(&format!("{path}/"), methods.clone())
+            .route(path, methods);
+    }
+    router.with_state(sandbox)
 }
 
 /// Every POST of the API: validation, authentication, fault, state table, effect.
@@ -66,31 +74,30 @@ async fn posted(
 ) -> Response {
     let op = operation(family, step);
     sandbox.count_call(op);
-    let (msg, key) = match validate(family, step, &body) {
+    let message = match validate(family, step, &body) {
         Ok(valid) => valid,
         Err(format_error) => return *format_error,
     };
-    let original_id = key.to_string();
     let Some(user) = basic_user(&headers) else {
-        return authentication_error(&original_id, NO_BASIC_AUTH);
+        return authentication_error(message.ids, NO_BASIC_AUTH);
     };
 
     let slow_answer = sandbox.slow_answer();
     let (answer, hold) = {
         let mut ledger = sandbox.ledger();
-        if let Err(refusal) = check_client(&mut ledger, family, step, key, &msg, &user) {
+        if let Err(refusal) = check_client(&ledger, family, step, &message, &user) {
             return *refusal;
         }
-        let hold = match hold_or_fail(ledger.take_fault(op), Some(&original_id)) {
+        let hold = match hold_or_fail(ledger.take_fault(op), message.ids) {
             Ok(hold) => hold,
             Err(fault_error) => return *fault_error,
         };
         let tx = TxHeader {
-            id: key,
+            id: message.key,
             client: user,
             held_until: hold.then(|| Instant::now() + slow_answer),
         };
-        let answer = apply_message(&mut ledger, family, step, tx, &msg);
+        let answer = apply_message(&mut ledger, family, step, tx, &message);
         if answer.effect {
             bump(&mut ledger.stats.effects, op);
         }

@@ -14,7 +14,8 @@ pub struct Stats {
     pub calls: BTreeMap<Operation, u32>,
     /// State changes applied: approved provisions, redemptions and refunds, and the first
     /// confirmation or reversal of each. A repeated, idempotent 202 changes nothing and is not
-    /// counted; lookups never count.
+    /// counted, nor is a reversal answered 404 (remembered, but nothing is reversed); lookups
+    /// never count.
     pub effects: BTreeMap<Operation, u32>,
     /// Calls answered by an injected fault (both kinds).
     pub faults: BTreeMap<Operation, u32>,

@@ -1,99 +1,69 @@
-//! The state table of `electrum-suv-behaviour.md`, step 4 of the checks: for a message that
-//! passed validation, authentication and faults, the row that answers it, and its effect on
-//! the [`Ledger`]. The rows where the texts are silent are listed in the module doc of
-//! [`sandbox`](super).
+//! The state table, step 4 of the checks, for requests: for a provision, redemption or refund
+//! that passed validation, authentication and faults, the row that answers it, and its effect
+//! on the [`Ledger`]. Confirmations and reversals are in `advices`. The rows are listed in
+//! the module doc of [`sandbox`](super) and in the sandbox manual.
 
 use axum::http::StatusCode;
 use serde_json::{Map, Value, json};
-use uuid::Uuid;
 
-use super::answer::{Answer, approved_echo, redeem_instructions, refuse};
-use super::ledger::{Advised, Ledger, Tx, TxHeader, Voucher};
+use super::advices::advise;
+use super::answer::{Answer, ErrorIds, approved_echo, redeem_instructions, refuse, refuse_with};
+use super::ledger::{Advised, Ledger, TxHeader, Voucher};
 use super::operation::{Family, Step};
+use super::schema::Valid;
 
-/// Answers the message `msg` of `step` in `family`, whose request id is `tx.id`, and applies
-/// its effect.
+/// Answers the valid `message` of `step` in `family` and applies its effect. `tx` is the
+/// record a request starts (its id is `message.key`).
 pub(super) fn apply_message(
     ledger: &mut Ledger,
     family: Family,
     step: Step,
     tx: TxHeader,
-    msg: &Map<String, Value>,
+    message: &Valid,
 ) -> Answer {
     match (step, family) {
-        (Step::Request, Family::Provision) => provision(ledger, tx, msg),
-        (Step::Request, Family::Redemption) => redeem(ledger, tx, msg),
-        (Step::Request, Family::Refund) => refund(ledger, tx, msg),
-        (Step::Confirm | Step::Reverse, _) => advise(ledger, family, step, tx.id, msg),
+        (Step::Request, Family::Provision) => provision(ledger, tx, &message.msg),
+        (Step::Request, _) => voucher_request(ledger, family, tx, &message.msg),
+        (Step::Confirm | Step::Reverse, _) => advise(ledger, family, step, message),
     }
 }
 
-/// The errorTypes an advice can meet, per family.
-struct AdviceRules {
-    /// Confirming a confirmed transaction: `None` is an idempotent 202.
-    confirmed_twice: Option<&'static str>,
-    /// Confirming a reversed transaction.
-    already_reversed: &'static str,
-    /// Reversing a confirmed transaction.
-    already_confirmed: &'static str,
+/// The `voucher.code` of a message, if it has one.
+fn code_of(msg: &Map<String, Value>) -> Option<String> {
+    let code = msg.get("voucher")?.get("code")?.as_str()?;
+    Some(code.to_string())
 }
 
-/// The errorTypes of `family`'s advices, as the table names them.
-fn advice_rules(family: Family) -> AdviceRules {
-    match family {
-        Family::Provision => AdviceRules {
-            confirmed_twice: None,
-            already_reversed: "VOUCHER_ALREADY_REVERSED",
-            already_confirmed: "VOUCHER_ALREADY_CONFIRMED",
-        },
-        Family::Redemption => AdviceRules {
-            confirmed_twice: Some("VOUCHER_NOT_REDEEMED"),
-            already_reversed: "REDEMPTION_ALREADY_REVERSED",
-            already_confirmed: "REDEMPTION_ALREADY_CONFIRMED",
-        },
-        Family::Refund => AdviceRules {
-            confirmed_twice: Some("VOUCHER_NOT_REFUNDED"),
-            already_reversed: "REFUND_ALREADY_REVERSED",
-            already_confirmed: "REFUND_ALREADY_CONFIRMED",
-        },
-    }
+/// A refusal with status 400.
+fn bad(ids: ErrorIds, error_type: &str, why: &str) -> Answer {
+    refuse(StatusCode::BAD_REQUEST, ids, error_type, why)
 }
 
-/// The `voucher.code` of a redemption or refund.
-fn voucher_code(msg: &Map<String, Value>) -> String {
-    msg.get("voucher")
-        .and_then(|v| v.get("code"))
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string()
-}
-
-/// The same request id again: the table's DUPLICATE_RECORD, or `reversed` once reversed.
-fn duplicate(tx: &Tx, id: &str, reversed: &str) -> Answer {
-    if tx.state == Advised::Reversed {
-        refuse(
-            StatusCode::BAD_REQUEST,
-            id,
-            reversed,
-            "A request with this id was reversed already.",
-        )
-    } else {
-        refuse(
-            StatusCode::BAD_REQUEST,
-            id,
-            "DUPLICATE_RECORD",
-            "A request with this id was received already.",
-        )
-    }
-}
-
-/// A ProvisionRequest: a fresh voucher, awaiting its confirmation.
+/// A ProvisionRequest: a voucher awaiting its confirmation, with the code the request asks
+/// for (interface 1.2.0) or a fresh one. Provisions are keyed on the id alone: the voucher is
+/// what a provision makes, so a resent provision gets the same answer whatever code it asks.
 fn provision(ledger: &mut Ledger, tx: TxHeader, msg: &Map<String, Value>) -> Answer {
-    let id = tx.id.to_string();
-    if let Some(known) = ledger.provisions.get(&tx.id) {
-        return duplicate(known, &id, "VOUCHER_ALREADY_REVERSED");
+    let ids = ErrorIds::request(tx.id);
+    if ledger.provisions.latest(tx.id).is_some() {
+        return duplicate_provision(ledger, &tx, ids);
     }
-    let code = ledger.fresh_code();
+    if let Some(reversal) = ledger.provisions.reversal(tx.id) {
+        return already_reversed(Family::Provision, ids, reversal);
+    }
+    let code = match code_of(msg) {
+        // Codes are never reused, not even a reversed voucher's: a code names one voucher
+        // for good. DUPLICATE_RECORD, not FORMAT_ERROR: the request is well formed, the code
+        // is a record that exists already (see the sandbox manual).
+        Some(code) if ledger.vouchers.contains_key(&code) => {
+            return bad(
+                ids,
+                "DUPLICATE_RECORD",
+                "Another voucher has this code already; ask for another code, or none.",
+            );
+        }
+        Some(code) => code,
+        None => ledger.fresh_code(),
+    };
     let expiry = (chrono::Utc::now() + chrono::Duration::days(365))
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let mut response = approved_echo(msg);
@@ -117,15 +87,86 @@ fn provision(ledger: &mut Ledger, tx: TxHeader, msg: &Map<String, Value>) -> Ans
     answer
 }
 
-/// A RedemptionRequest: the voucher's holder, if it is confirmed and nothing holds it.
-fn redeem(ledger: &mut Ledger, tx: TxHeader, msg: &Map<String, Value>) -> Answer {
-    let id = tx.id.to_string();
-    if let Some(known) = ledger.redemptions.get(&tx.id) {
-        return duplicate(known, &id, "REDEMPTION_ALREADY_REVERSED");
+/// A provision sent again with the id of one already answered (open, confirmed or
+/// reversed): DUPLICATE_RECORD carrying the voucher it provisioned, so a client that lost
+/// the first answer learns its voucher. Only its own client is told the code.
+fn duplicate_provision(ledger: &Ledger, tx: &TxHeader, ids: ErrorIds) -> Answer {
+    let mut detail = Map::new();
+    let known = ledger.provisions.latest(tx.id);
+    if let Some(known) = known.filter(|known| known.client == tx.client) {
+        if let Some(voucher) = ledger.voucher_body(&known.code) {
+            detail.insert("voucher".into(), voucher);
+        }
     }
-    let code = voucher_code(msg);
-    let refusal = match ledger.vouchers.get(&code) {
-        None => Some(("UNKNOWN_VOUCHER", "No voucher has this code.")),
+    refuse_with(
+        StatusCode::BAD_REQUEST,
+        ids,
+        "DUPLICATE_RECORD",
+        "A provision with this id was received already.",
+        detail,
+    )
+}
+
+/// A request whose id a reversal named before: VOUCHER_, REDEMPTION_ or
+/// REFUND_ALREADY_REVERSED, with the reversal's id.
+fn already_reversed(family: Family, ids: ErrorIds, reversal: uuid::Uuid) -> Answer {
+    let error_type = match family {
+        Family::Provision => "VOUCHER_ALREADY_REVERSED",
+        Family::Redemption => "REDEMPTION_ALREADY_REVERSED",
+        Family::Refund => "REFUND_ALREADY_REVERSED",
+    };
+    let mut detail = Map::new();
+    detail.insert("reversalId".into(), json!(reversal.to_string()));
+    refuse_with(
+        StatusCode::BAD_REQUEST,
+        ids,
+        error_type,
+        "A reversal of this request was received already; it is not applied.",
+        detail,
+    )
+}
+
+/// A RedemptionRequest or RefundRequest. A reversal of its id, early or not, refuses it
+/// whatever the voucher; the same id for the same voucher is a DUPLICATE_RECORD; the same id
+/// for another voucher is a new request.
+fn voucher_request(
+    ledger: &mut Ledger,
+    family: Family,
+    tx: TxHeader,
+    msg: &Map<String, Value>,
+) -> Answer {
+    let ids = ErrorIds::request(tx.id);
+    let code = code_of(msg).unwrap_or_default();
+    let book = ledger.book(family);
+    let known = book.find(tx.id, &code).is_some();
+    let answer = match book.reversal(tx.id) {
+        Some(reversal) => already_reversed(family, ids, reversal),
+        None if known => bad(
+            ids,
+            "DUPLICATE_RECORD",
+            "A request with this id for this voucher was received already.",
+        ),
+        None if family == Family::Redemption => redeem(ledger, &tx, &code, msg),
+        None => refund(ledger, &tx, &code, msg),
+    };
+    // The first answer for this id and voucher is kept (lookupRedemption replays it); a
+    // repetition does not replace it.
+    if !known {
+        tx.record(ledger, family, &code, &answer);
+    }
+    answer
+}
+
+/// A redemption of the voucher `code`: its holder, if it is confirmed and nothing holds it.
+fn redeem(ledger: &mut Ledger, tx: &TxHeader, code: &str, msg: &Map<String, Value>) -> Answer {
+    let ids = ErrorIds::request(tx.id);
+    let refusal = match ledger.vouchers.get(code) {
+        // An unknown code is not told apart from an unconfirmed voucher, as Electrum's
+        // server does: neither is a confirmed voucher.
+        None => Some((
+            "VOUCHER_NOT_REDEEMABLE",
+            "No confirmed voucher has this code; only confirmed vouchers can be redeemed.",
+        )),
         Some(v) if ledger.provision_state(v) != Advised::Confirmed => Some((
             "VOUCHER_NOT_REDEEMABLE",
             "The voucher's provision is not confirmed; only confirmed vouchers can be redeemed.",
@@ -136,129 +177,45 @@ fn redeem(ledger: &mut Ledger, tx: TxHeader, msg: &Map<String, Value>) -> Answer
         )),
         Some(_) => None,
     };
-    let answer = match refusal {
-        Some((error_type, why)) => refuse(StatusCode::BAD_REQUEST, &id, error_type, why),
-        None => {
-            if let Some(v) = ledger.vouchers.get_mut(&code) {
-                v.holder = Some(tx.id);
-                v.refunded = false;
-            }
-            Answer::new(StatusCode::CREATED, Value::Object(approved_echo(msg)), true)
-        }
-    };
-    tx.record(ledger, Family::Redemption, &code, &answer);
-    answer
+    if let Some((error_type, why)) = refusal {
+        return bad(ids, error_type, why);
+    }
+    if let Some(v) = ledger.vouchers.get_mut(code) {
+        v.holder = Some(tx.id);
+        v.refunded = false;
+    }
+    Answer::new(StatusCode::CREATED, Value::Object(approved_echo(msg)), true)
 }
 
-/// A RefundRequest: a refund awaiting confirmation, if a confirmed redemption holds the
-/// voucher.
-fn refund(ledger: &mut Ledger, tx: TxHeader, msg: &Map<String, Value>) -> Answer {
-    let id = tx.id.to_string();
-    if let Some(known) = ledger.refunds.get(&tx.id) {
-        return duplicate(known, &id, "REFUND_ALREADY_REVERSED");
-    }
-    let code = voucher_code(msg);
-    let holder_state = |holder: &Uuid| ledger.redemptions.get(holder).map(|r| r.state);
-    let refusal = match ledger.vouchers.get(&code) {
-        None => Some(("UNKNOWN_VOUCHER", "No voucher has this code.")),
+/// A refund of the voucher `code`: a refund awaiting confirmation, if a confirmed redemption
+/// holds the voucher.
+fn refund(ledger: &mut Ledger, tx: &TxHeader, code: &str, msg: &Map<String, Value>) -> Answer {
+    let ids = ErrorIds::request(tx.id);
+    let not_redeemed = (
+        "VOUCHER_NOT_REDEEMED",
+        "The voucher is not redeemed, so there is nothing to refund.",
+    );
+    let refusal = match ledger.vouchers.get(code) {
+        // Nothing redeemed an unknown code either.
+        None => Some(not_redeemed),
         Some(v) if v.pending_refund.is_some() => Some((
             "VOUCHER_ALREADY_REFUNDED",
             "A refund for this voucher awaits confirmation.",
         )),
-        Some(v) => match v.holder.as_ref().and_then(holder_state) {
+        Some(_) => match ledger.holder_state(code) {
             Some(Advised::Confirmed) => None,
             Some(Advised::Open) => Some((
                 "REDEMPTION_NOT_CONFIRMED",
                 "The voucher's redemption awaits confirmation; only confirmed ones are refunded.",
             )),
-            _ => Some((
-                "VOUCHER_NOT_REDEEMED",
-                "The voucher is not redeemed, so there is nothing to refund.",
-            )),
+            _ => Some(not_redeemed),
         },
     };
-    let answer = match refusal {
-        Some((error_type, why)) => refuse(StatusCode::BAD_REQUEST, &id, error_type, why),
-        None => {
-            if let Some(v) = ledger.vouchers.get_mut(&code) {
-                v.pending_refund = Some(tx.id);
-            }
-            Answer::new(StatusCode::CREATED, Value::Object(approved_echo(msg)), true)
-        }
-    };
-    tx.record(ledger, Family::Refund, &code, &answer);
-    answer
-}
-
-/// A confirmation or reversal of the `family` transaction `request_id`.
-fn advise(
-    ledger: &mut Ledger,
-    family: Family,
-    step: Step,
-    request_id: Uuid,
-    advice: &Map<String, Value>,
-) -> Answer {
-    let id = request_id.to_string();
-    let rules = advice_rules(family);
-    let Some(tx) = ledger
-        .txs(family)
-        .get_mut(&request_id)
-        .filter(|tx| tx.approved)
-    else {
-        return refuse(
-            StatusCode::NOT_FOUND,
-            &id,
-            "UNABLE_TO_LOCATE_RECORD",
-            "No approved request with this requestId was received.",
-        );
-    };
-    let confirm = step == Step::Confirm;
-    let refusal = match (tx.state, confirm) {
-        (Advised::Open, _) => None,
-        (Advised::Confirmed, true) => rules.confirmed_twice,
-        (Advised::Confirmed, false) => Some(rules.already_confirmed),
-        (Advised::Reversed, true) => Some(rules.already_reversed),
-        (Advised::Reversed, false) => None,
-    };
-    if let Some(error_type) = refusal {
-        let why = match (tx.state, confirm) {
-            (Advised::Confirmed, true) => "The request was confirmed already.",
-            (Advised::Confirmed, false) => "The request was confirmed and cannot be reversed.",
-            _ => "The request was reversed and cannot be confirmed.",
-        };
-        return refuse(StatusCode::BAD_REQUEST, &id, error_type, why);
+    if let Some((error_type, why)) = refusal {
+        return bad(ids, error_type, why);
     }
-    let echo = Value::Object(advice.clone());
-    if tx.state != Advised::Open {
-        // Confirmed again or reversed again: the same answer, no second effect.
-        return Answer::new(StatusCode::ACCEPTED, echo, false);
+    if let Some(v) = ledger.vouchers.get_mut(code) {
+        v.pending_refund = Some(tx.id);
     }
-    tx.state = if confirm {
-        Advised::Confirmed
-    } else {
-        Advised::Reversed
-    };
-    let code = tx.code.clone();
-    if let Some(voucher) = ledger.vouchers.get_mut(&code) {
-        settle_voucher(voucher, family, confirm);
-    }
-    Answer::new(StatusCode::ACCEPTED, echo, true)
-}
-
-/// What the first confirmation (`confirm`) or reversal of a `family` transaction does to its
-/// voucher.
-fn settle_voucher(voucher: &mut Voucher, family: Family, confirm: bool) {
-    match (family, confirm) {
-        // The voucher is redeemable again.
-        (Family::Redemption, false) => voucher.holder = None,
-        // Refunded for good: redeemable again.
-        (Family::Refund, true) => {
-            voucher.holder = None;
-            voucher.pending_refund = None;
-            voucher.refunded = true;
-        }
-        // The redemption stays confirmed.
-        (Family::Refund, false) => voucher.pending_refund = None,
-        _ => {}
-    }
+    Answer::new(StatusCode::CREATED, Value::Object(approved_echo(msg)), true)
 }
