@@ -482,7 +482,8 @@ async fn single_messaging_sends_no_confirmation() {
 }
 
 /// A voucher code the client chose (`voucher_code`, SUV interface 1.2.0) is sent as
-/// `voucher.code`, provisioned and echoed, masked in the exchange record, and redeemable.
+/// `voucher.code`, provisioned and echoed, masked in the exchange record, and redeemable; a
+/// second provision with the same code is declined as `voucher_code_taken`.
 #[tokio::test]
 async fn provision_with_a_client_chosen_code() {
     let env = TestEnv::new().await;
@@ -507,6 +508,17 @@ async fn provision_with_a_client_chosen_code() {
     assert_eq!(in_clear, 0, "the chosen code is masked in the audit");
     let o = c.run(&env, &redeem("r-own", chosen)).await;
     assert_eq!(o.status, Status::Succeeded, "{o:?}");
+    // The same code again: Electrum answers DUPLICATE_RECORD, which can only mean it is taken.
+    let again = command(
+        "provision",
+        "p-own-2",
+        json!({"originator": originator(), "voucher_code": chosen}),
+    );
+    let o = c.run(&env, &again).await;
+    assert_eq!(o.status, Status::Declined, "{o:?}");
+    let e = o.error.unwrap();
+    assert_eq!(e.code, "voucher_code_taken");
+    assert_eq!(e.provider_code.as_deref(), Some("DUPLICATE_RECORD"));
     relay.stop().await;
     env.cleanup().await;
 }

@@ -69,6 +69,31 @@ pub fn financial_step(answer: Result<Value, CallError>, request_id: Uuid) -> Ste
     }
 }
 
+/// A provision. With a code the client chose, `DUPLICATE_RECORD` can only mean that code is
+/// taken (the relay never sends a provision id twice), so it says so.
+pub fn provision_step(
+    answer: Result<Value, CallError>,
+    request_id: Uuid,
+    chose_code: bool,
+) -> Step {
+    match financial_step(answer, request_id) {
+        Step::Done {
+            status: Status::Declined,
+            error: Some(e),
+            ..
+        } if chose_code && e.provider_code.as_deref() == Some("DUPLICATE_RECORD") => Step::done(
+            Status::Declined,
+            None,
+            Some(error(
+                "voucher_code_taken",
+                "Electrum already has a voucher with the chosen voucher_code; choose another",
+                e.provider_code,
+            )),
+        ),
+        step => step,
+    }
+}
+
 /// `lookupVoucher`: the voucher and its state; 404 means no such voucher.
 pub fn lookup_step(answer: Result<Value, CallError>) -> Step {
     match answer {
@@ -309,6 +334,26 @@ mod tests {
             ),
             AdviceVerdict::Accepted
         );
+    }
+
+    #[test]
+    fn a_taken_chosen_code_says_so() {
+        let id = Uuid::now_v7();
+        let duplicate = || {
+            Err(CallError::Refused {
+                status: 400,
+                body: json!({"errorType": "DUPLICATE_RECORD", "errorMessage": "x"}),
+            })
+        };
+        let Step::Done { status, error, .. } = provision_step(duplicate(), id, true) else {
+            panic!("final")
+        };
+        assert_eq!(status, Status::Declined);
+        assert_eq!(error.unwrap().code, "voucher_code_taken");
+        let Step::Done { error, .. } = provision_step(duplicate(), id, false) else {
+            panic!("final")
+        };
+        assert_eq!(error.unwrap().code, "duplicate_record");
     }
 
     #[test]

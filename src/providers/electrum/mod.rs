@@ -151,7 +151,8 @@ impl Electrum {
         match action {
             Action::Provision(p) => {
                 let (answer, ex) = c.provision(tx.id, p).await;
-                (mapping::financial_step(answer, tx.id), ex)
+                let chose_code = p.voucher_code.is_some();
+                (mapping::provision_step(answer, tx.id, chose_code), ex)
             }
             Action::Redeem(p) => {
                 let (answer, ex) = c.voucher_operation(Operation::Redeem, tx.id, p).await;
