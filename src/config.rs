@@ -16,11 +16,15 @@ use crate::providers::ProvidersConfig;
 /// A configuration problem, always naming the key or variable at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    /// The OS error is part of the message, not a `source`, so it is printed once.
+    #[error(
+        "cannot read config file {path}: {reason}.\n  Run from the folder that holds it, or name it with --config <file> or VOUCHER_RELAY_CONFIG."
+    )]
     Read {
         path: String,
-        source: std::io::Error,
+        reason: std::io::Error,
     },
+    /// `message` is toml's own, over several lines with a caret under the fault.
     #[error("config file {path} is not valid: {message}")]
     Parse { path: String, message: String },
     #[error("environment variable {name} is not set{hint}")]
@@ -203,9 +207,9 @@ impl Config {
     /// false for commands that talk to no provider or callback (migrate, topology, publish),
     /// which then run without the secrets set.
     pub fn load(path: &Path, env: &dyn Env, with_secrets: bool) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
+        let text = std::fs::read_to_string(path).map_err(|reason| ConfigError::Read {
+            path: shown_path(path),
+            reason,
         })?;
         Self::from_toml(&text, &path.display().to_string(), env, with_secrets)
     }
@@ -219,7 +223,7 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: origin.to_string(),
-            message: e.to_string().trim().replace('\n', " "),
+            message: e.to_string().trim_end().to_string(),
         })?;
         if let Some(url) = env.get("AMQP_URL") {
             config.broker.url = url;
@@ -365,15 +369,33 @@ impl Config {
     }
 }
 
+/// How to make a signing secret, for the messages about a missing or bad one.
+const MAKE_SECRET: &str =
+    "Make one with: export WEBHOOK_SIGNING_SECRET=whsec_$(head -c 32 /dev/urandom | base64)";
+
+/// A config path as messages show it: a relative one with the folder it was looked for in.
+fn shown_path(path: &Path) -> String {
+    match std::env::current_dir() {
+        Ok(dir) if path.is_relative() => format!("{} (in {})", path.display(), dir.display()),
+        _ => path.display().to_string(),
+    }
+}
+
 fn read_secrets(config: &Config, env: &dyn Env) -> Result<Secrets, ConfigError> {
     let webhook_signing_secret =
         env.get("WEBHOOK_SIGNING_SECRET")
             .ok_or_else(|| ConfigError::MissingEnv {
                 name: "WEBHOOK_SIGNING_SECRET".into(),
-                hint: " (a Standard Webhooks secret: whsec_ followed by base64)".into(),
+                hint: format!(
+                    " (a Standard Webhooks secret: whsec_ followed by base64).\n  {MAKE_SECRET}"
+                ),
             })?;
-    crate::webhook::SigningKey::parse(&webhook_signing_secret)
-        .map_err(|reason| ConfigError::invalid("WEBHOOK_SIGNING_SECRET", reason))?;
+    crate::webhook::SigningKey::parse(&webhook_signing_secret).map_err(|reason| {
+        ConfigError::invalid(
+            "WEBHOOK_SIGNING_SECRET",
+            format!("{reason}.\n  {MAKE_SECRET}"),
+        )
+    })?;
 
     let data_key = match env.get("DATA_ENCRYPTION_KEY") {
         Some(b64) => crate::crypto::parse_key(&b64)
@@ -444,6 +466,53 @@ mod tests {
         e.remove("WEBHOOK_SIGNING_SECRET");
         let err = Config::from_toml(FILE, "queues.toml", &e, true).unwrap_err();
         assert!(err.to_string().contains("WEBHOOK_SIGNING_SECRET"), "{err}");
+    }
+
+    #[test]
+    fn missing_or_bad_secret_says_how_to_make_one() {
+        let mut e = good_env();
+        e.remove("WEBHOOK_SIGNING_SECRET");
+        let err = Config::from_toml(FILE, "queues.toml", &e, true).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("whsec_$(head -c 32 /dev/urandom | base64)"),
+            "{err}"
+        );
+        e.insert("WEBHOOK_SIGNING_SECRET".into(), "hunter2".into());
+        let err = Config::from_toml(FILE, "queues.toml", &e, true).unwrap_err();
+        assert!(err.to_string().contains("/dev/urandom"), "{err}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn a_toml_error_keeps_its_caret_under_the_fault() {
+        let text = FILE.replace("prefetch = 16", "prefetch = ");
+        let err = Config::from_toml(&text, "queues.toml", &good_env(), true).unwrap_err();
+        let text = err.to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines.len() >= 3, "{text}");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.trim_start().starts_with('|') && l.contains('^')),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_missing_file_is_named_once_with_the_way_to_name_another() {
+        let err =
+            Config::load(Path::new("no-such-dir/queues.toml"), &good_env(), false).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("no-such-dir/queues.toml (in /"), "{text}");
+        assert!(
+            text.contains("--config") && text.contains("VOUCHER_RELAY_CONFIG"),
+            "{text}"
+        );
+        assert!(
+            std::error::Error::source(&err).is_none(),
+            "printed twice by {{:#}}"
+        );
     }
 
     #[test]

@@ -32,6 +32,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the workers until SIGINT or SIGTERM.
+    #[command(after_help = RUN_ENV)]
     Run,
     /// Apply the database migrations.
     Migrate,
@@ -53,10 +54,13 @@ enum Cmd {
         action: AdvicesAction,
     },
     /// Publish the command(s) in a JSON file.
+    #[command(after_help = PUBLISH_EXIT)]
     Publish {
+        /// A JSON file holding one command object or an array of them (see examples/).
         file: PathBuf,
-        /// Wait this many seconds for the outcomes and print them.
-        #[arg(long)]
+        /// Wait this many seconds for the outcomes, print them (one JSON line each on
+        /// stdout) and exit with a code that says how they went.
+        #[arg(long, value_name = "SECONDS")]
         wait: Option<u64>,
     },
     /// Start the sandbox and the workers, run a mixed batch, and print a table of outcomes.
@@ -79,6 +83,29 @@ enum Cmd {
     },
 }
 
+/// `run --help`: what it reads from the environment.
+const RUN_ENV: &str = "\
+Environment:
+  WEBHOOK_SIGNING_SECRET  required: whsec_ + base64, e.g. whsec_$(head -c 32 /dev/urandom | base64)
+  CSQ_USER, CSQ_PASSWORD  required while CSQ is enabled (names set in [providers.csq])
+  ELECTRUM_PASSWORD       required while Electrum is enabled (named in [providers.electrum])
+  DATA_ENCRYPTION_KEY     base64 of 32 bytes; seals voucher codes at rest (derived if unset)
+  AMQP_URL                default amqp://guest:guest@127.0.0.1:5672/%2f
+  DATABASE_URL            default postgres://postgres@127.0.0.1:5432/voucher_relay
+  RUST_LOG                log filter, default info
+  LOG_FORMAT              json or pretty; unset: pretty on a terminal, JSON otherwise
+
+See docs/operations.md.";
+
+/// `publish --help`: the exit codes.
+const PUBLISH_EXIT: &str = "\
+Exit codes:
+  0  published; with --wait, every outcome arrived and succeeded
+  1  an error: the file, the config, the broker
+  2  with --wait: every outcome arrived, and at least one was declined, failed, expired,
+     reversed or rejected
+  3  with --wait: not every outcome arrived in time (is the relay running?)";
+
 #[derive(Subcommand)]
 enum ProvidersAction {
     /// Ping every configured provider; exits non-zero if one does not answer.
@@ -91,6 +118,7 @@ enum AdvicesAction {
     Parked,
     /// Put a parked advice back to work with a fresh retry budget (a running relay sends it).
     Replay {
+        /// The advice's id (`advice_id`), as `advices parked` prints it.
         advice_id: uuid::Uuid,
         /// Build the message anew (after Electrum refused it as malformed and the relay was
         /// fixed); by default the stored message is repeated unchanged.
@@ -120,7 +148,7 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             // One readable message, never a backtrace.
             eprintln!("error: {e:#}");
@@ -129,22 +157,12 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let load = |with_secrets| Config::load(&cli.config, &ProcessEnv, with_secrets);
     match cli.command {
         Cmd::Run => {
-            telemetry::init_logging("info");
-            let config = load(true)?;
-            let metrics = admin::install_metrics()?;
-            let listen = config.admin.listen;
-            let relay = Relay::start(config).await?;
-            let admin_task = tokio::spawn(admin::serve(listen, metrics, relay.shutdown()));
-            tracing::info!(admin = %listen, "voucher-relay running");
-            wait_for_signal().await;
-            tracing::info!("stopping: finishing commands in flight");
-            relay.stop().await;
-            admin_task.abort();
-            Ok(())
+            telemetry::try_init_logging("info").map_err(anyhow::Error::msg)?;
+            run_relay(load(true)?).await?;
         }
         Cmd::Migrate => {
             let config = load(false)?;
@@ -153,58 +171,73 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "migrations applied: {applied} new, database {}",
                 store::describe(&config.database)
             );
-            Ok(())
         }
-        Cmd::Topology { action } => {
-            let config = load(false)?;
-            let conn = broker::connect(&config.broker.url, "voucher-relay topology").await?;
-            let mode = match action {
-                TopologyAction::Declare => topology::Mode::Declare,
-                TopologyAction::Check => topology::Mode::Check,
-            };
-            let result = topology::apply(&conn, &config, mode).await;
-            let _ = conn.close(200, "done".into()).await;
-            result?;
-            println!(
-                "topology {} on {}",
-                match mode {
-                    topology::Mode::Declare => "declared",
-                    topology::Mode::Check => "matches queues.toml",
-                },
-                broker::describe(&config.broker.url)
-            );
-            Ok(())
-        }
+        Cmd::Topology { action } => topology(&load(false)?, action).await?,
         Cmd::Sandbox => {
-            telemetry::init_logging("info");
+            telemetry::try_init_logging("info").map_err(anyhow::Error::msg)?;
             let config = load(false)?;
             tokio::select! {
-                r = sandbox::run(&config, &ProcessEnv) => r,
-                _ = wait_for_signal() => Ok(()),
+                r = sandbox::run(&config, &ProcessEnv) => r?,
+                _ = wait_for_signal() => {}
             }
         }
         Cmd::Providers {
             action: ProvidersAction::Check,
-        } => {
-            let config = load(false)?;
-            providers_check(&config).await
-        }
-        Cmd::Advices { action } => {
-            let config = load(false)?;
-            advices(&config, action).await
-        }
+        } => providers_check(&load(false)?).await?,
+        Cmd::Advices { action } => advices(&load(false)?, action).await?,
         Cmd::Publish { file, wait } => {
             let config = load(false)?;
             let commands = publish::read_file(&file)?;
-            publish::run(&config, commands, wait.map(Duration::from_secs)).await
+            let summary = publish::run(&config, commands, wait.map(Duration::from_secs)).await?;
+            if let Some(problem) = summary.problem() {
+                eprintln!("error: {problem}");
+            }
+            return Ok(ExitCode::from(summary.exit_code()));
         }
-        Cmd::Demo { commands } => demo::run(&cli.config, commands).await,
+        Cmd::Demo { commands } => demo::run(&cli.config, commands).await?,
         Cmd::Bench {
             commands,
             rate,
             provider,
-        } => demo::bench::run(&cli.config, commands, rate, provider).await,
+        } => demo::bench::run(&cli.config, commands, rate, provider).await?,
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `run`: the relay and its admin endpoint until SIGINT or SIGTERM.
+async fn run_relay(config: Config) -> anyhow::Result<()> {
+    let metrics = admin::install_metrics()?;
+    let listen = config.admin.listen;
+    let relay = Relay::start(config).await?;
+    let admin_task = tokio::spawn(admin::serve(listen, metrics, relay.shutdown()));
+    tracing::info!(admin = %listen, "voucher-relay running");
+    wait_for_signal().await;
+    tracing::info!("stopping: finishing commands in flight");
+    relay.stop().await;
+    admin_task.abort();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// `topology declare` and `topology check`.
+async fn topology(config: &Config, action: TopologyAction) -> anyhow::Result<()> {
+    let conn = broker::connect(&config.broker.url, "voucher-relay topology").await?;
+    let mode = match action {
+        TopologyAction::Declare => topology::Mode::Declare,
+        TopologyAction::Check => topology::Mode::Check,
+    };
+    let result = topology::apply(&conn, config, mode).await;
+    let _ = conn.close(200, "done".into()).await;
+    result?;
+    println!(
+        "topology {} on {}",
+        match mode {
+            topology::Mode::Declare => "declared",
+            topology::Mode::Check => "matches queues.toml",
+        },
+        broker::describe(&config.broker.url)
+    );
+    Ok(())
 }
 
 /// Pings each enabled provider and prints one line per provider.
@@ -215,22 +248,37 @@ async fn providers_check(config: &Config) -> anyhow::Result<()> {
         None,
     )?;
     let mut failed = false;
+    let mut sandbox_down = false;
     for provider in providers.iter() {
         let name = provider.name();
         let (answer, exchange) = provider.ping().await;
         let latency = exchange.latency.as_millis();
+        // The exchange URL is the ping endpoint's, which has no query.
         match answer {
             Ok(()) => println!("{name:<9} ok      {latency} ms  {}", exchange.url),
             Err(e) => {
                 failed = true;
+                sandbox_down |= matches!(e, voucher_relay::providers::CallError::NotSent(_))
+                    && is_sandbox(config, name, &exchange.url);
                 println!("{name:<9} FAILED  {latency} ms  {}: {e}", exchange.url);
             }
         }
     }
-    if failed {
-        anyhow::bail!("a provider did not answer its ping")
+    match (failed, sandbox_down) {
+        (true, true) => anyhow::bail!(
+            "a provider did not answer its ping. Is the sandbox running? Start it in another terminal with `voucher-relay sandbox`."
+        ),
+        (true, false) => anyhow::bail!("a provider did not answer its ping"),
+        _ => Ok(()),
     }
-    Ok(())
+}
+
+/// Whether `url` is on the address where `provider`'s sandbox listens (`[sandbox.<name>]`).
+fn is_sandbox(config: &Config, provider: &str, url: &str) -> bool {
+    config.sandbox.get(provider).is_some_and(|s| {
+        let at = format!("http://{}/", s.listen);
+        url.starts_with(&at)
+    })
 }
 
 /// `advices parked` and `advices replay`.
@@ -239,8 +287,13 @@ async fn advices(config: &Config, action: AdvicesAction) -> anyhow::Result<()> {
     let db = store::Store::connect(&config.database, sealer).await?;
     match action {
         AdvicesAction::Parked => {
-            for advice in db.parked_advices().await? {
+            let parked = db.parked_advices().await?;
+            for advice in &parked {
                 println!("{advice}");
+            }
+            // On stderr, so stdout stays JSON lines.
+            if parked.is_empty() {
+                eprintln!("no parked advices");
             }
             Ok(())
         }

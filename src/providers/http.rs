@@ -394,14 +394,50 @@ fn recorded_request(
 /// applied by the provider.
 ///
 /// The URL is dropped from the message: its query may hold a voucher code, and the message
-/// reaches logs, the exchange record and outcomes.
+/// reaches logs, the exchange record and outcomes. The causes beneath it (connection, DNS,
+/// TLS, I/O) are kept: they say why, and name no URL.
 fn classify(e: reqwest::Error) -> CallError {
     let e = e.without_url();
     if e.is_connect() || e.is_builder() {
-        CallError::NotSent(format!("connecting: {e}"))
+        CallError::NotSent(format!("connecting: {}", with_causes(&e)))
     } else if e.is_timeout() {
         CallError::Unknown(TIMED_OUT.into())
     } else {
-        CallError::Unknown(format!("transport: {e}"))
+        CallError::Unknown(format!("transport: {}", with_causes(&e)))
+    }
+}
+
+/// An error and its chain of causes, `a: b: c`; a cause already in the text is not repeated.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let part = c.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = c.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_refused_connection_names_its_cause_but_not_the_url() {
+        let e = reqwest::Client::new()
+            .get("http://127.0.0.1:1/vouchers?code=VOUCHER-SECRET-1")
+            .send()
+            .await
+            .expect_err("nothing listens on port 1");
+        let CallError::NotSent(why) = classify(e) else {
+            panic!("a refused connection is not sent");
+        };
+        assert!(why.to_lowercase().contains("refused"), "{why}");
+        assert!(!why.contains("VOUCHER-SECRET-1"), "{why}");
+        assert!(!why.contains("127.0.0.1:1"), "{why}");
     }
 }

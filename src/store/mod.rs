@@ -43,8 +43,87 @@ pub enum ConnectError {
         "cannot reach PostgreSQL at {target}: {reason}.\n  Start it with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start\n  (or `docker compose up -d postgres`), or point DATABASE_URL elsewhere."
     )]
     Unreachable { target: String, reason: String },
+    /// The server answered and refused the login (SQLSTATE class 28): a role that does not
+    /// exist, a wrong password, no `pg_hba.conf` entry.
+    #[error(
+        "PostgreSQL at {target} refused authentication: {reason}.\n  Check the user and password in DATABASE_URL (or database.url)."
+    )]
+    AuthFailed { target: String, reason: String },
+    /// The server answered and refused the connection for another reason (a database that
+    /// does not exist, too many connections, the server starting up).
+    #[error("PostgreSQL at {target} refused the connection: {reason}")]
+    Refused { target: String, reason: String },
     #[error("migrating the database failed: {0}")]
     Migration(String),
+}
+
+impl ConnectError {
+    /// Names a failed connection attempt by what happened: the server's own reason when it
+    /// answered, the way to start it when it did not.
+    fn from_pg(cfg: &DatabaseConfig, e: &tokio_postgres::Error) -> ConnectError {
+        let target = describe(cfg);
+        match e.as_db_error() {
+            Some(db) if db.code().code().starts_with("28") => ConnectError::AuthFailed {
+                target,
+                reason: server_reason(db),
+            },
+            Some(db) => ConnectError::Refused {
+                target,
+                reason: server_reason(db),
+            },
+            None => ConnectError::Unreachable {
+                target,
+                reason: with_causes(e),
+            },
+        }
+    }
+
+    /// [`from_pg`](Self::from_pg) for the pool's error.
+    fn from_pool(cfg: &DatabaseConfig, e: &deadpool_postgres::PoolError) -> ConnectError {
+        match e {
+            deadpool_postgres::PoolError::Backend(e) => Self::from_pg(cfg, e),
+            other => ConnectError::Unreachable {
+                target: describe(cfg),
+                reason: other.to_string(),
+            },
+        }
+    }
+}
+
+/// An error and the causes its `Display` leaves out (tokio-postgres prints "error connecting
+/// to server" without the I/O error beneath), `a: b`; a cause already in the text is not
+/// repeated.
+fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let part = c.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = c.source();
+    }
+    text
+}
+
+/// The server's message and code on one line, e.g. `role "x" does not exist (SQLSTATE
+/// 28000)`.
+fn server_reason(db: &tokio_postgres::error::DbError) -> String {
+    format!("{} (SQLSTATE {})", db.message(), db.code().code())
+}
+
+/// An error with the server's reason, which tokio-postgres keeps out of its `Display`
+/// ("db error"), found anywhere in its chain of causes.
+fn with_server_reason(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if let Some(db) = c.downcast_ref::<tokio_postgres::error::DbError>() {
+            return format!("{e}: {}", server_reason(db));
+        }
+        cause = c.source();
+    }
+    e.to_string()
 }
 
 fn pg_config(cfg: &DatabaseConfig) -> Result<tokio_postgres::Config, ConnectError> {
@@ -87,10 +166,7 @@ async fn connect_one(
     let (client, connection) = pg
         .connect(NoTls)
         .await
-        .map_err(|e| ConnectError::Unreachable {
-            target: describe(cfg),
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| ConnectError::from_pg(cfg, &e))?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!(error = %e, "migration connection closed");
@@ -112,7 +188,7 @@ pub async fn ensure_database(cfg: &DatabaseConfig) -> Result<(), ConnectError> {
     let exists = client
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
         .await
-        .map_err(|e| ConnectError::Migration(e.to_string()))?
+        .map_err(|e| ConnectError::Migration(with_server_reason(&e)))?
         .is_some();
     if !exists {
         let quoted = format!("\"{}\"", name.replace('"', "\"\""));
@@ -123,7 +199,8 @@ pub async fn ensure_database(cfg: &DatabaseConfig) -> Result<(), ConnectError> {
             // Another process may have created it at the same moment.
             if e.code() != Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) {
                 return Err(ConnectError::Migration(format!(
-                    "creating database {name}: {e}"
+                    "creating database {name}: {}",
+                    with_server_reason(&e)
                 )));
             }
         }
@@ -139,7 +216,7 @@ pub async fn migrate(cfg: &DatabaseConfig) -> Result<usize, ConnectError> {
     let report = embedded::migrations::runner()
         .run_async(&mut client)
         .await
-        .map_err(|e| ConnectError::Migration(e.to_string()))?;
+        .map_err(|e| ConnectError::Migration(with_server_reason(&e)))?;
     Ok(report.applied_migrations().len())
 }
 
@@ -163,10 +240,10 @@ impl Store {
             .recycle_timeout(timeout)
             .build()
             .map_err(|e| ConnectError::BadUrl(e.to_string()))?;
-        let _probe = pool.get().await.map_err(|e| ConnectError::Unreachable {
-            target: describe(cfg),
-            reason: e.to_string(),
-        })?;
+        let _probe = pool
+            .get()
+            .await
+            .map_err(|e| ConnectError::from_pool(cfg, &e))?;
         Ok(Store { pool, sealer })
     }
 }
