@@ -1,5 +1,9 @@
 -- The core is provider-neutral: nothing in the shared tables serves only one provider.
 --
+-- Upgrade with every relay process stopped: a relay built before V6 cannot work on the
+-- migrated tables (dropped and renamed columns). The first new relay (or `migrate`)
+-- applies it.
+--
 -- transactions: a provider's own references (CSQ's terminal and operator) move to
 -- `provider_ref`, a JSON object the provider reads back in its polls. `local_reference`
 -- stays: the number the relay allocates for providers that need one.

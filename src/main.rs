@@ -301,7 +301,7 @@ async fn advices(config: &Config, action: AdvicesAction) -> anyhow::Result<()> {
             let Some(provider) = db.parked_advice_provider(advice_id).await? else {
                 anyhow::bail!("no parked advice {advice_id}");
             };
-            let Some(budget) = config.providers.advice_budget(&provider) else {
+            let Some((budget, queue)) = config.providers.advices_of(&provider) else {
                 anyhow::bail!("provider {provider:?} of advice {advice_id} has no advices here");
             };
             let Some(tx) = db.replay_advice(advice_id, budget, rebuild).await? else {
@@ -309,7 +309,7 @@ async fn advices(config: &Config, action: AdvicesAction) -> anyhow::Result<()> {
             };
             println!("advice {advice_id} of transaction {tx} is pending again");
             // Wake the workers now; without this the sweeper finds it within about a minute.
-            if let Err(e) = wake_advice(config, &provider, tx).await {
+            if let Err(e) = wake_advice(config, queue, tx).await {
                 eprintln!(
                     "warning: could not wake the relay ({e}); its sweeper will send the advice within about a minute"
                 );
@@ -319,14 +319,19 @@ async fn advices(config: &Config, action: AdvicesAction) -> anyhow::Result<()> {
     }
 }
 
-/// Publishes the advice wake-up through the shortest delay tier, back to the provider's
-/// advice queue, as a running relay's own wake-ups go.
-async fn wake_advice(config: &Config, provider: &str, tx: uuid::Uuid) -> anyhow::Result<()> {
+/// Publishes the advice wake-up straight to the provider's advice `queue`, as a running
+/// relay's own immediate wake-ups go.
+async fn wake_advice(config: &Config, queue: &str, tx: uuid::Uuid) -> anyhow::Result<()> {
     let publisher = broker::Publisher::connect(&config.broker.url).await?;
     let body = voucher_relay::workers::follow_up::wake_up_body(tx);
-    let key = format!("{provider}.advice");
-    let sent =
-        voucher_relay::retry::publish_after(&publisher, config, &key, &body, Duration::ZERO).await;
+    let sent = publisher
+        .publish_routed(
+            "",
+            &config.name(queue),
+            &body,
+            voucher_relay::broker::publisher::json_properties(),
+        )
+        .await;
     publisher.close().await;
     Ok(sent?)
 }

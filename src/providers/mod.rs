@@ -122,8 +122,9 @@ pub trait Section {
     fn queues(&self) -> Vec<(&'static str, &str)>;
     /// The environment variables holding its credentials.
     fn credential_vars(&self) -> Vec<&str>;
-    /// How long its advices are repeated before they are parked, if it has advices.
-    fn advice_budget(&self) -> Option<std::time::Duration> {
+    /// How long its advices are repeated before they are parked, and the queue their
+    /// wake-ups are consumed from, if it has advices.
+    fn advices(&self) -> Option<(std::time::Duration, &str)> {
         None
     }
     /// Checks serde cannot make, as `(key, reason)`.
@@ -133,12 +134,12 @@ pub trait Section {
 }
 
 impl ProvidersConfig {
-    /// The advice budget of provider `name`'s section, if it has advices.
-    pub fn advice_budget(&self, name: &str) -> Option<std::time::Duration> {
+    /// The advice budget and advice queue of provider `name`'s section, if it has advices.
+    pub fn advices_of(&self, name: &str) -> Option<(std::time::Duration, &str)> {
         self.sections()
             .into_iter()
             .find(|(n, _)| *n == name)
-            .and_then(|(_, section)| section.advice_budget())
+            .and_then(|(_, section)| section.advices())
     }
 
     /// Each provider's section by name. Registration: one line per provider.

@@ -148,6 +148,9 @@ pub enum PollStep {
     Wait(Box<Waiting>),
     /// Not final yet: ask again later.
     Again,
+    /// The poll cannot be asked (its row lacks what the provider needs): set aside for
+    /// operators, the transaction left waiting, never finished by guesswork.
+    Park(String),
 }
 
 /// A claimed advice: what the provider needs to send it.

@@ -31,7 +31,11 @@ pub struct ClaimedPoll {
 #[derive(Debug, Clone)]
 pub enum Due {
     Now(Box<ClaimedPoll>),
-    Later(Duration),
+    /// Due after `wait`; `provider` routes its wake-up.
+    Later {
+        wait: Duration,
+        provider: String,
+    },
     Gone,
 }
 
@@ -62,8 +66,10 @@ impl Store {
         let row = client
             .query_opt(
                 "SELECT GREATEST(EXTRACT(EPOCH FROM (p.next_at - now())), 0)::float8 AS wait,
-                        (p.locked_until IS NOT NULL AND p.locked_until > now()) AS locked
-                 FROM polls p WHERE p.transaction_id = $1 AND p.parked_at IS NULL",
+                        (p.locked_until IS NOT NULL AND p.locked_until > now()) AS locked,
+                        t.provider
+                 FROM polls p JOIN transactions t ON t.id = p.transaction_id
+                 WHERE p.transaction_id = $1 AND p.parked_at IS NULL",
                 &[&id],
             )
             .await?;
@@ -77,7 +83,10 @@ impl Store {
         // Wake-ups may come early (a tier shorter than the wait); more than half a second
         // early means wait again.
         if wait > 0.5 {
-            return Ok(Due::Later(Duration::from_secs_f64(wait)));
+            return Ok(Due::Later {
+                wait: Duration::from_secs_f64(wait),
+                provider: row.get("provider"),
+            });
         }
         // One statement decides: due, unlocked, not parked, transaction still waiting. Two
         // wake-ups for the same poll cannot both pass it.

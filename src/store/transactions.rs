@@ -380,17 +380,23 @@ impl Store {
         Ok((id, outcome.event_id))
     }
 
-    /// Transactions whose worker died while sending more than `grace` ago, and whose
-    /// message will not come back (it went to the dead-letter queue): id, kind, provider.
-    /// At most 100 at a time.
-    pub async fn expired_leases(&self, grace: Duration) -> Result<Vec<(Uuid, String, String)>> {
+    /// Transactions of `providers` whose worker died while sending more than `grace` ago,
+    /// and whose message will not come back (it went to the dead-letter queue): id, kind,
+    /// provider. At most 100 at a time. Only the providers this relay runs: another
+    /// provider's rows are for a relay that runs it, and must not hold these back.
+    pub async fn expired_leases(
+        &self,
+        grace: Duration,
+        providers: &[&str],
+    ) -> Result<Vec<(Uuid, String, String)>> {
         let client = self.pool.get().await?;
         let rows = client
             .query(
                 "SELECT id, kind, provider FROM transactions
                  WHERE state = 'sending' AND lease_until < now() - make_interval(secs => $1)
+                   AND provider = ANY($2)
                  ORDER BY lease_until LIMIT 100",
-                &[&grace.as_secs_f64()],
+                &[&grace.as_secs_f64(), &providers],
             )
             .await?;
         Ok(rows

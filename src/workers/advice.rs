@@ -60,7 +60,7 @@ pub async fn run_advice_wake_up(
 /// Sends the transaction's due advices in order, for as long as each is answered finally.
 pub async fn send_due(shared: &Shared, transaction_id: Uuid) -> Result<(), RelayError> {
     // No other worker repeats the advice while this one may still be sending it.
-    let lease = max_lease(shared);
+    let lease = shared.longest_lease();
     loop {
         let claimed = match until_done("claim advice", || {
             shared.store.claim_advice(transaction_id, lease)
@@ -84,16 +84,6 @@ pub async fn send_due(shared: &Shared, transaction_id: Uuid) -> Result<(), Relay
             return Ok(());
         }
     }
-}
-
-/// The longest lease of any provider: an advice is claimed before its provider is known.
-fn max_lease(shared: &Shared) -> std::time::Duration {
-    shared
-        .providers
-        .iter()
-        .map(|p| p.limits().lease())
-        .max()
-        .unwrap_or_default()
 }
 
 /// One attempt of one advice. True if it was answered finally.

@@ -22,7 +22,8 @@ use crate::retry::until_done;
 use crate::store::polls::{ClaimedPoll, Due};
 
 /// Handles one poll wake-up. A poll that fails the same way every time is parked for
-/// operators rather than looping through the dead-letter queue forever.
+/// operators rather than looping through the dead-letter queue forever. A wake-up for a
+/// provider this relay does not run is dead-lettered, the poll left as it is.
 pub async fn run_poll_wake_up(
     shared: Arc<Shared>,
     delivery: Arc<Delivery>,
@@ -34,7 +35,8 @@ pub async fn run_poll_wake_up(
             tracing::error!("wake-up message without a transaction id; dropped");
             return Ok(());
         };
-        match poll_once(&shared, &delivery, id).await {
+        match poll_once(&shared, id).await {
+            Err(e @ RelayError::Poison(_)) => Err(e),
             Err(e) if e.class() != ErrorClass::Retryable => {
                 tracing::error!(error = %e, "poll parked for operators");
                 metrics::counter!("voucher_polls_parked_total").increment(1);
@@ -50,24 +52,20 @@ pub async fn run_poll_wake_up(
     .await
 }
 
-async fn poll_once(shared: &Shared, delivery: &Delivery, id: Uuid) -> Result<(), RelayError> {
-    // The wake-up's routing key is `<provider>.poll`: the provider that owns the poll.
-    let name = delivery
-        .routing_key
-        .as_str()
-        .split('.')
-        .next()
-        .unwrap_or_default();
-    let provider = shared.provider(name)?;
-    let polling = provider
-        .polling()
-        .ok_or_else(|| RelayError::Poison(format!("provider {name} does not poll")))?;
-    let lease = provider.limits().lease();
+async fn poll_once(shared: &Shared, id: Uuid) -> Result<(), RelayError> {
+    let lease = shared.longest_lease();
     let claimed = match until_done("claim poll", || shared.store.claim_poll(id, lease)).await? {
         Due::Now(claimed) => claimed,
-        Due::Later(wait) => return follow_up::wake_later(shared, name, Wake::Poll, id, wait).await,
+        Due::Later { wait, provider } => {
+            return follow_up::wake_later(shared, &provider, Wake::Poll, id, wait).await;
+        }
         Due::Gone => return Ok(()),
     };
+    let name = &claimed.job.subject.provider;
+    let polling = shared
+        .provider(name)?
+        .polling()
+        .ok_or_else(|| RelayError::Poison(format!("provider {name} does not poll")))?;
     let job = &claimed.job;
     let (step, exchanges) = polling.poll(job).await;
     for exchange in &exchanges {
@@ -78,6 +76,7 @@ async fn poll_once(shared: &Shared, delivery: &Delivery, id: Uuid) -> Result<(),
     }
     match step {
         PollStep::Again => reschedule(shared, &claimed).await,
+        PollStep::Park(why) => Err(RelayError::Corrupt(why)),
         PollStep::Wait(waiting) => {
             follow_up::start_waiting(shared, id, claimed.state, *waiting, &job.subject).await
         }

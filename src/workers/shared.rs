@@ -33,6 +33,17 @@ impl Shared {
             .ok_or_else(|| RelayError::Poison(format!("provider {name:?} is not enabled here")))
     }
 
+    /// The longest lease of any provider here: what a poll or an advice is claimed for
+    /// before its row says which provider it belongs to. It only matters when a worker dies
+    /// holding one.
+    pub fn longest_lease(&self) -> std::time::Duration {
+        self.providers
+            .iter()
+            .map(|p| p.limits().lease())
+            .max()
+            .unwrap_or_default()
+    }
+
     pub fn tiers(&self) -> Tiers<'_> {
         Tiers(&self.config.delay_tiers)
     }

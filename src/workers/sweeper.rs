@@ -60,7 +60,8 @@ async fn wake_lost_advices(shared: &Shared) {
 }
 
 async fn take_over_dead_workers(shared: &Shared) {
-    let expired = match shared.store.expired_leases(OVERDUE).await {
+    let names = shared.providers.names();
+    let expired = match shared.store.expired_leases(OVERDUE, &names).await {
         Ok(expired) => expired,
         Err(e) => return tracing::warn!(error = %e, "cannot read expired leases"),
     };

@@ -44,17 +44,8 @@ fn refs_of(job: &PollJob) -> Option<Refs> {
 /// Asks CSQ once about a due poll and says what the answer means.
 pub async fn ask(client: &CsqClient, cfg: &CsqConfig, job: &PollJob) -> (PollStep, Vec<Exchange>) {
     let Some(r) = refs_of(job) else {
-        let step = PollStep::Finish {
-            status: Status::Failed,
-            result: None,
-            error: Some(error(
-                "internal",
-                "polled purchase without its CSQ references",
-                None,
-            )),
-            event_type: None,
-        };
-        return (step, Vec::new());
+        let why = "polled purchase without its CSQ references (terminal, operator, localReference)";
+        return (PollStep::Park(why.into()), Vec::new());
     };
     let (answer, exchange) = match job.purpose.as_str() {
         FINISHED => {
@@ -348,6 +339,16 @@ mod tests {
             decide(&cfg(), true, &j, r, &sold(0, false)),
             PollStep::Wait(w) if w.wait_for == WaitFor::Draw
         ));
+    }
+
+    #[tokio::test]
+    async fn a_poll_without_its_references_is_parked_not_finished() {
+        let mut j = job(RESOLVE, true);
+        j.refs = None;
+        let client = CsqClient::new(&cfg(), &|_| String::new(), None).unwrap();
+        let (step, exchanges) = ask(&client, &cfg(), &j).await;
+        assert!(matches!(step, PollStep::Park(_)), "{step:?}");
+        assert!(exchanges.is_empty(), "nothing is asked");
     }
 
     #[test]

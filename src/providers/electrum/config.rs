@@ -87,8 +87,11 @@ impl Section for ElectrumConfig {
         vec![&self.password_env]
     }
 
-    fn advice_budget(&self) -> Option<Duration> {
-        Some(Duration::from_millis(self.advice_budget_ms))
+    fn advices(&self) -> Option<(Duration, &str)> {
+        Some((
+            Duration::from_millis(self.advice_budget_ms),
+            &self.advice_queue,
+        ))
     }
 
     fn validate(&self) -> Result<(), (String, String)> {
