@@ -65,3 +65,20 @@ impl RelayError {
 }
 
 pub type Result<T, E = RelayError> = std::result::Result<T, E>;
+
+/// An error and the causes its `Display` leaves out (reqwest prints "error sending request",
+/// tokio-postgres "error connecting to server", each without the I/O error beneath), as
+/// `a: b: c`; a cause already in the text is not repeated.
+pub fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let part = c.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = c.source();
+    }
+    text
+}

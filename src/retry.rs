@@ -59,21 +59,22 @@ impl Backoff {
     }
 }
 
-/// An in-process retry: a backoff, and how many times before giving up.
+/// An in-process retry, run by backon: waits from `base` doubling to `cap`, `max_times`
+/// times. With `jitter`, backon adds a random part of the wait to each wait.
 #[derive(Debug, Clone, Copy)]
 pub struct InProcess {
-    pub backoff: Backoff,
+    pub base: Duration,
+    pub cap: Duration,
+    pub jitter: bool,
     pub max_times: usize,
 }
 
 /// Infrastructure steps: 100 ms doubling to 5 s with jitter, 40 times (about two minutes).
 /// A PostgreSQL or broker restart should delay work, never drop it.
 pub const INFRASTRUCTURE: InProcess = InProcess {
-    backoff: Backoff {
-        base: Duration::from_millis(100),
-        cap: Duration::from_secs(5),
-        jitter: Jitter::Between(0.5, 1.0),
-    },
+    base: Duration::from_millis(100),
+    cap: Duration::from_secs(5),
+    jitter: true,
     max_times: 40,
 };
 
@@ -98,10 +99,10 @@ where
     Fut: Future<Output = Result<T, RelayError>>,
 {
     let mut schedule = ExponentialBuilder::default()
-        .with_min_delay(policy.backoff.base)
-        .with_max_delay(policy.backoff.cap)
+        .with_min_delay(policy.base)
+        .with_max_delay(policy.cap)
         .with_max_times(policy.max_times);
-    if policy.backoff.jitter != Jitter::None {
+    if policy.jitter {
         schedule = schedule.with_jitter();
     }
     op.retry(schedule)

@@ -90,7 +90,7 @@ impl Rig {
         config.database.url = own_database_url(&config.database.url, prefix)?;
         tweak(&mut config);
         preflight(&config).await?;
-        fresh_database(&config.database).await?;
+        store::recreate_database(&config.database).await?;
 
         let csq = crate::providers::csq::sandbox_from_env(
             &config.providers.csq,
@@ -147,29 +147,6 @@ fn own_database_url(url: &str, prefix: &str) -> anyhow::Result<String> {
     let suffix = prefix.trim_end_matches('.');
     parsed.set_path(&format!("/{name}_{suffix}"));
     Ok(parsed.to_string())
-}
-
-/// Drops the rig's database (closing what a previous run left connected) and creates it
-/// again, empty; the relay migrates it at start.
-async fn fresh_database(cfg: &crate::config::DatabaseConfig) -> anyhow::Result<()> {
-    let own: tokio_postgres::Config = cfg.url.parse()?;
-    let name = own
-        .get_dbname()
-        .ok_or_else(|| anyhow::anyhow!("DATABASE_URL names no database"))?
-        .replace('"', "\"\"");
-    let mut admin = own.clone();
-    admin.dbname("postgres");
-    admin.connect_timeout(std::time::Duration::from_millis(cfg.timeout_ms));
-    let (client, connection) = admin.connect(tokio_postgres::NoTls).await?;
-    let connection = tokio::spawn(connection);
-    let dropped = client
-        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-        .await;
-    drop(client);
-    let _ = connection.await;
-    dropped?;
-    store::ensure_database(cfg).await?;
-    Ok(())
 }
 
 /// Says which service is down, where it looked, and how to start it; both at once.

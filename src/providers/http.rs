@@ -13,6 +13,7 @@ use tokio::sync::Semaphore;
 
 use serde::Deserialize;
 
+use crate::error::with_causes;
 use crate::mask::mask_json;
 use crate::ratelimit::ProviderLimit;
 
@@ -405,21 +406,6 @@ fn classify(e: reqwest::Error) -> CallError {
     } else {
         CallError::Unknown(format!("transport: {}", with_causes(&e)))
     }
-}
-
-/// An error and its chain of causes, `a: b: c`; a cause already in the text is not repeated.
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let part = c.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        cause = c.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -278,27 +278,6 @@ impl Registry {
     }
 }
 
-/// The reversal of a transaction's own request: the usual answer to an unknown outcome for
-/// providers that have reversals.
-pub fn reversal_of_own(
-    provider: &'static str,
-    operation: &str,
-    reversal_reason: &'static str,
-    why: &str,
-    budget: std::time::Duration,
-) -> NewAdvice {
-    NewAdvice {
-        provider,
-        operation: operation.to_string(),
-        kind: work::AdviceKind::Reversal,
-        request_id: None::<Uuid>,
-        reversal_reason: Some(reversal_reason),
-        detail: Some(why.to_string()),
-        data: None,
-        budget,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

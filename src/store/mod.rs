@@ -22,6 +22,7 @@ use tokio_postgres::NoTls;
 
 use crate::config::DatabaseConfig;
 use crate::crypto::Sealer;
+use crate::error::with_causes;
 
 mod embedded {
     refinery::embed_migrations!("migrations");
@@ -88,23 +89,6 @@ impl ConnectError {
             },
         }
     }
-}
-
-/// An error and the causes its `Display` leaves out (tokio-postgres prints "error connecting
-/// to server" without the I/O error beneath), `a: b`; a cause already in the text is not
-/// repeated.
-fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let part = c.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        cause = c.source();
-    }
-    text
 }
 
 /// The server's message and code on one line, e.g. `role "x" does not exist (SQLSTATE
@@ -175,23 +159,34 @@ async fn connect_one(
     Ok(client)
 }
 
-/// Creates the database named in the URL if it does not exist yet, so a fresh machine needs
-/// no manual `createdb`.
-pub async fn ensure_database(cfg: &DatabaseConfig) -> Result<(), ConnectError> {
+/// A connection to the server's `postgres` database, for creating or dropping the one the
+/// URL names (its name, quoted, is returned too); `None` if the URL names no database.
+async fn admin_client(
+    cfg: &DatabaseConfig,
+) -> Result<Option<(tokio_postgres::Client, String, String)>, ConnectError> {
     let pg = pg_config(cfg)?;
     let Some(name) = pg.get_dbname().map(str::to_string) else {
-        return Ok(());
+        return Ok(None);
     };
+    let quoted = format!("\"{}\"", name.replace('"', "\"\""));
     let mut admin = pg.clone();
     admin.dbname("postgres");
     let client = connect_one(&admin, cfg).await?;
+    Ok(Some((client, name, quoted)))
+}
+
+/// Creates the database named in the URL if it does not exist yet, so a fresh machine needs
+/// no manual `createdb`.
+pub async fn ensure_database(cfg: &DatabaseConfig) -> Result<(), ConnectError> {
+    let Some((client, name, quoted)) = admin_client(cfg).await? else {
+        return Ok(());
+    };
     let exists = client
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
         .await
         .map_err(|e| ConnectError::Migration(with_server_reason(&e)))?
         .is_some();
     if !exists {
-        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
         if let Err(e) = client
             .batch_execute(&format!("CREATE DATABASE {quoted}"))
             .await
@@ -206,6 +201,23 @@ pub async fn ensure_database(cfg: &DatabaseConfig) -> Result<(), ConnectError> {
         }
     }
     Ok(())
+}
+
+/// Drops the database named in the URL (closing whatever is still connected to it) and
+/// creates it again, empty: for the demo's and the bench's own databases.
+pub async fn recreate_database(cfg: &DatabaseConfig) -> Result<(), ConnectError> {
+    if let Some((client, name, quoted)) = admin_client(cfg).await? {
+        client
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"))
+            .await
+            .map_err(|e| {
+                ConnectError::Migration(format!(
+                    "dropping database {name}: {}",
+                    with_server_reason(&e)
+                ))
+            })?;
+    }
+    ensure_database(cfg).await
 }
 
 /// Applies the migrations in `migrations/`.

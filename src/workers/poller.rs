@@ -15,7 +15,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::follow_up::{self, Wake, woken_transaction};
-use super::shared::{Shared, count_outcome, poll_outcome};
+use super::shared::{Shared, count_outcome};
 use crate::error::{ErrorClass, RelayError};
 use crate::providers::work::PollStep;
 use crate::retry::until_done;
@@ -80,9 +80,16 @@ async fn poll_once(shared: &Shared, id: Uuid) -> Result<(), RelayError> {
         PollStep::Wait(waiting) => {
             follow_up::start_waiting(shared, id, claimed.state, *waiting, &job.subject).await
         }
-        finish => {
-            let Some(outcome) = poll_outcome(&job.subject, finish) else {
-                return Ok(());
+        PollStep::Finish {
+            status,
+            result,
+            error,
+            event_type,
+        } => {
+            let outcome = job.subject.outcome(status, result, error);
+            let outcome = match event_type {
+                Some(t) => outcome.with_type(t),
+                None => outcome,
             };
             let stored = until_done("complete", || {
                 shared.store.complete(id, claimed.state, &outcome)

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use lapin::message::Delivery;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
@@ -12,6 +13,7 @@ use super::{advice, callbacks, executor, poller, sweeper};
 use crate::broker::{self, Publisher, topology};
 use crate::config::Config;
 use crate::crypto::Sealer;
+use crate::error::RelayError;
 use crate::providers::Registry;
 use crate::shutdown::{Shutdown, ShutdownTrigger};
 use crate::store::{self, Store};
@@ -106,32 +108,28 @@ fn spawn_consumers(tasks: &mut JoinSet<()>, shared: &Arc<Shared>, shutdown: &Shu
         polls.extend(p.polling().map(|q| q.poll_queue().to_string()));
         advices.extend(p.advices().map(|a| a.advice_queue().to_string()));
     }
-    let sh = || (shared.clone(), shutdown.clone());
-    for queue in commands {
-        let (shared, shutdown) = sh();
+    spawn_each(tasks, shared, shutdown, commands, executor::run_command);
+    spawn_each(tasks, shared, shutdown, polls, poller::run_poll_wake_up);
+    spawn_each(tasks, shared, shutdown, advices, advice::run_advice_wake_up);
+}
+
+/// A supervised consumer of each of `queues`, handling every delivery with `handle`.
+fn spawn_each<F, Fut>(
+    tasks: &mut JoinSet<()>,
+    shared: &Arc<Shared>,
+    shutdown: &Shutdown,
+    queues: Vec<String>,
+    handle: F,
+) where
+    F: Fn(Arc<Shared>, Arc<Delivery>) -> Fut + Copy + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), RelayError>> + Send + 'static,
+{
+    for queue in queues {
         tasks.spawn(consume_supervised(
-            shared,
+            shared.clone(),
             queue,
-            shutdown,
-            executor::run_command,
-        ));
-    }
-    for queue in polls {
-        let (shared, shutdown) = sh();
-        tasks.spawn(consume_supervised(
-            shared,
-            queue,
-            shutdown,
-            poller::run_poll_wake_up,
-        ));
-    }
-    for queue in advices {
-        let (shared, shutdown) = sh();
-        tasks.spawn(consume_supervised(
-            shared,
-            queue,
-            shutdown,
-            advice::run_advice_wake_up,
+            shutdown.clone(),
+            handle,
         ));
     }
 }

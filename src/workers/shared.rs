@@ -3,10 +3,10 @@
 use tokio::sync::Notify;
 
 use crate::broker::Publisher;
-use crate::command::{Outcome, Subject};
+use crate::command::Outcome;
 use crate::config::Config;
 use crate::error::RelayError;
-use crate::providers::work::{PollPlan, PollStep};
+use crate::providers::work::PollPlan;
 use crate::providers::{Provider, Registry};
 use crate::retry::Tiers;
 use crate::store::Store;
@@ -54,25 +54,6 @@ impl Shared {
             first_in: Some(plan.first_in.unwrap_or_else(|| self.tiers().wait_before(1))),
             ..plan
         }
-    }
-}
-
-/// The outcome a finishing poll step makes for `subject`, if it finishes.
-pub fn poll_outcome(subject: &Subject, step: PollStep) -> Option<Outcome> {
-    match step {
-        PollStep::Finish {
-            status,
-            result,
-            error,
-            event_type,
-        } => {
-            let outcome = subject.outcome(status, result, error);
-            Some(match event_type {
-                Some(t) => outcome.with_type(t),
-                None => outcome,
-            })
-        }
-        _ => None,
     }
 }
 

@@ -43,7 +43,6 @@ use crate::providers::work::{
 };
 use crate::providers::{
     self, ActionInfo, Advices, CallError, Exchange, HttpLimits, Provider, SandboxEntry, Step,
-    reversal_of_own,
 };
 
 /// The provider's name in routing keys, outcomes and rows.
@@ -142,6 +141,21 @@ impl Electrum {
         })
     }
 
+    /// The reversal of `operation`'s request `request_id` (`None`: the transaction's own),
+    /// whose outcome is unknown because of `why`.
+    fn reversal(&self, operation: &str, request_id: Option<Uuid>, why: &str) -> NewAdvice {
+        NewAdvice {
+            provider: NAME,
+            operation: operation.to_string(),
+            kind: AdviceKind::Reversal,
+            request_id,
+            reversal_reason: Some(mapping::reversal_reason(why)),
+            detail: Some(why.to_string()),
+            data: None,
+            budget: self.budget(),
+        }
+    }
+
     fn budget(&self) -> Duration {
         Duration::from_millis(self.config.advice_budget_ms)
     }
@@ -196,14 +210,7 @@ impl Electrum {
             ),
             None => {
                 let why = format!("still processing after {attempt} lookups: {reason}");
-                let mut reversal = reversal_of_own(
-                    NAME,
-                    Operation::Redeem.as_str(),
-                    mapping::reversal_reason(&why),
-                    &why,
-                    self.budget(),
-                );
-                reversal.request_id = Some(request_id);
+                let reversal = self.reversal(Operation::Redeem.as_str(), Some(request_id), &why);
                 Step::Reverse(Box::new(reversal))
             }
         }
@@ -255,13 +262,7 @@ impl Provider for Electrum {
 
     /// Electrum's rule: an operation whose outcome is unknown is reversed.
     fn on_unknown(&self, kind: &str, why: &str) -> UnknownPlan {
-        UnknownPlan::Reverse(Box::new(reversal_of_own(
-            NAME,
-            kind,
-            mapping::reversal_reason(why),
-            why,
-            self.budget(),
-        )))
+        UnknownPlan::Reverse(Box::new(self.reversal(kind, None, why)))
     }
 
     /// In dual messaging, a succeeded provision, redemption or refund is confirmed; a
