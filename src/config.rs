@@ -8,10 +8,12 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::providers::ProvidersConfig;
+use crate::webhook::guard::AllowList;
 
 /// A configuration problem, always naming the key or variable at fault.
 #[derive(Debug, thiserror::Error)]
@@ -100,11 +102,122 @@ pub struct DatabaseConfig {
     pub timeout_ms: u64,
 }
 
+/// Callback delivery (`[webhook]`). Every key has a default, so the section may be short.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
+    /// How long one callback POST may take, connection included.
+    #[serde(default = "default_webhook_timeout_ms")]
     pub timeout_ms: u64,
-    pub retry_schedule_ms: Vec<u64>,
+    /// When each attempt is made: the first counted from the outcome (`0s`: at once), each
+    /// other from the failure before it. After the last, the delivery is dead. `WEBHOOK_RETRY_SCHEDULE`
+    /// overrides it with the same comma-separated form, e.g. `0s,5s,5m,30m,2h,5h,10h,10h`.
+    #[serde(
+        default = "default_retry_schedule",
+        deserialize_with = "deserialize_schedule"
+    )]
+    pub retry_schedule: Vec<Duration>,
+    /// Ranges a callback may reach although they are internal (loopback, private, link-local
+    /// ...). Empty: only public addresses. `WEBHOOK_ALLOW_CIDRS` (comma-separated) overrides.
+    #[serde(default, deserialize_with = "deserialize_allow_list")]
+    pub allow_cidrs: AllowList,
+    /// Deliveries in flight at once to one destination (scheme, host and port), per process.
+    #[serde(default = "default_per_destination")]
+    pub per_destination_concurrency: u32,
+    /// Consecutive failed attempts to one destination that open its circuit.
+    #[serde(default = "default_circuit_failures")]
+    pub circuit_failures: u32,
+    /// How long an open circuit holds that destination's deliveries back before one probe.
+    #[serde(default = "default_circuit_open_ms")]
+    pub circuit_open_ms: u64,
+    /// The queue every dead delivery is published to, with its attempt history.
+    #[serde(default = "default_dead_queue")]
+    pub dead_queue: String,
+    /// The list of milliseconds that `retry_schedule` replaced; read only to say so.
+    #[serde(default)]
+    retry_schedule_ms: Option<serde::de::IgnoredAny>,
+}
+
+impl WebhookConfig {
+    /// The longest wait of the schedule: the cap on a receiver's `Retry-After`.
+    pub fn longest_step(&self) -> Duration {
+        self.retry_schedule
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or_default()
+    }
+}
+
+fn default_webhook_timeout_ms() -> u64 {
+    15_000
+}
+fn default_retry_schedule() -> Vec<Duration> {
+    parse_schedule(DEFAULT_RETRY_SCHEDULE).unwrap_or_default()
+}
+fn default_per_destination() -> u32 {
+    16
+}
+fn default_circuit_failures() -> u32 {
+    5
+}
+fn default_circuit_open_ms() -> u64 {
+    30_000
+}
+fn default_dead_queue() -> String {
+    "callbacks.dead".into()
+}
+
+/// At once, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h: eight attempts over about a day.
+pub const DEFAULT_RETRY_SCHEDULE: &str = "0s,5s,5m,30m,2h,5h,10h,10h";
+
+fn deserialize_schedule<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_schedule(&text).map_err(serde::de::Error::custom)
+}
+
+fn deserialize_allow_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<AllowList, D::Error> {
+    let list = Vec::<String>::deserialize(d)?;
+    AllowList::parse(&list.join(",")).map_err(serde::de::Error::custom)
+}
+
+/// Parses `0s,5s,5m,30m,2h` (units ms, s, m, h, d). At least one step is required.
+pub fn parse_schedule(text: &str) -> Result<Vec<Duration>, String> {
+    let steps = text
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(parse_duration)
+        .collect::<Result<Vec<_>, _>>()?;
+    if steps.is_empty() {
+        return Err("needs at least one step, such as 0s,5s,5m".into());
+    }
+    Ok(steps)
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?} has no unit (ms, s, m, h or d)"))?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} does not start with a whole number"))?;
+    let ms_per = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => {
+            return Err(format!(
+                "{text:?} has an unknown unit; use ms, s, m, h or d"
+            ));
+        }
+    };
+    n.checked_mul(ms_per)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("{text:?} is too long"))
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -168,10 +281,11 @@ pub struct SandboxListen {
 /// Values that come only from the environment.
 #[derive(Clone, Default)]
 pub struct Secrets {
-    /// The raw `whsec_...` string; parsed by `webhook::SigningKey`.
+    /// The raw `whsec_...` secrets, space-separated, the current one first; parsed by
+    /// `webhook::SigningKeys`.
     pub webhook_signing_secret: String,
-    /// 32-byte key for voucher codes at rest.
-    pub data_key: [u8; 32],
+    /// 32-byte keys for voucher codes at rest: the first seals, any of them opens.
+    pub data_keys: Vec<[u8; 32]>,
     /// Provider credentials by environment variable name.
     pub provider_credentials: BTreeMap<String, String>,
 }
@@ -231,6 +345,14 @@ impl Config {
         if let Some(url) = env.get("DATABASE_URL") {
             config.database.url = url;
         }
+        if let Some(schedule) = env.get("WEBHOOK_RETRY_SCHEDULE") {
+            config.webhook.retry_schedule = parse_schedule(&schedule)
+                .map_err(|reason| ConfigError::invalid("WEBHOOK_RETRY_SCHEDULE", reason))?;
+        }
+        if let Some(cidrs) = env.get("WEBHOOK_ALLOW_CIDRS") {
+            config.webhook.allow_cidrs = AllowList::parse(&cidrs)
+                .map_err(|reason| ConfigError::invalid("WEBHOOK_ALLOW_CIDRS", reason))?;
+        }
         if with_secrets {
             config.secrets = read_secrets(&config, env)?;
         }
@@ -276,10 +398,28 @@ impl Config {
         if let Some((key, _)) = at_least_one.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::invalid(*key, "must be at least 1"));
         }
-        if self.webhook.retry_schedule_ms.is_empty() {
+        let at_least_one = [
+            (
+                "webhook.per_destination_concurrency",
+                self.webhook.per_destination_concurrency,
+            ),
+            ("webhook.circuit_failures", self.webhook.circuit_failures),
+        ];
+        if let Some((key, _)) = at_least_one.iter().find(|(_, v)| *v == 0) {
+            return Err(ConfigError::invalid(*key, "must be at least 1"));
+        }
+        if self.webhook.retry_schedule_ms.is_some() {
             return Err(ConfigError::invalid(
                 "webhook.retry_schedule_ms",
-                "needs at least one retry",
+                format!(
+                    "was replaced by retry_schedule, the attempt times as text: retry_schedule = \"{DEFAULT_RETRY_SCHEDULE}\""
+                ),
+            ));
+        }
+        if self.webhook.timeout_ms == 0 {
+            return Err(ConfigError::invalid(
+                "webhook.timeout_ms",
+                "must be at least 1",
             ));
         }
         Ok(())
@@ -341,6 +481,7 @@ impl Config {
         let mut named = vec![
             ("broker.rejected_queue", self.broker.rejected_queue.as_str()),
             ("broker.unrouted_queue", self.broker.unrouted_queue.as_str()),
+            ("webhook.dead_queue", self.webhook.dead_queue.as_str()),
         ];
         for (_, section) in self.providers.sections() {
             named.extend(section.queues());
@@ -390,19 +531,26 @@ fn read_secrets(config: &Config, env: &dyn Env) -> Result<Secrets, ConfigError> 
                     " (a Standard Webhooks secret: whsec_ followed by base64).\n  {MAKE_SECRET}"
                 ),
             })?;
-    crate::webhook::SigningKey::parse(&webhook_signing_secret).map_err(|reason| {
+    crate::webhook::SigningKeys::parse(&webhook_signing_secret).map_err(|reason| {
         ConfigError::invalid(
             "WEBHOOK_SIGNING_SECRET",
             format!("{reason}.\n  {MAKE_SECRET}"),
         )
     })?;
 
-    let data_key = match env.get("DATA_ENCRYPTION_KEY") {
-        Some(b64) => crate::crypto::parse_key(&b64)
-            .map_err(|reason| ConfigError::invalid("DATA_ENCRYPTION_KEY", reason))?,
-        // Without an explicit key, derive one from the signing secret so a development setup
-        // still encrypts at rest; production sets its own key (see docs/operations.md).
-        None => crate::crypto::derive_key(&webhook_signing_secret),
+    let data_keys = match env.get("DATA_ENCRYPTION_KEY") {
+        Some(b64) => vec![
+            crate::crypto::parse_key(&b64)
+                .map_err(|reason| ConfigError::invalid("DATA_ENCRYPTION_KEY", reason))?,
+        ],
+        // Without an explicit key, derive one from each signing secret so a development setup
+        // still encrypts at rest: the current secret's seals, and any opens, so a rotation in
+        // progress reads what was sealed before it. Production sets its own key, which a
+        // rotation does not touch (see docs/operations.md).
+        None => webhook_signing_secret
+            .split_whitespace()
+            .map(crate::crypto::derive_key)
+            .collect(),
     };
 
     // Only an enabled provider's credentials are needed.
@@ -421,7 +569,7 @@ fn read_secrets(config: &Config, env: &dyn Env) -> Result<Secrets, ConfigError> 
     }
     Ok(Secrets {
         webhook_signing_secret,
-        data_key,
+        data_keys,
         provider_credentials,
     })
 }
@@ -458,6 +606,88 @@ mod tests {
         assert_eq!(c.broker.url, "amqp://u:p@example:5672/%2f");
         assert_eq!(c.credential("CSQ_USER"), "relay");
         assert!(c.queues.iter().all(|q| q.delivery_limit > 0));
+    }
+
+    #[test]
+    fn webhook_defaults_and_environment_overrides() {
+        let c = Config::from_toml(FILE, "queues.toml", &good_env(), true).expect("loads");
+        let s = |secs: u64| Duration::from_secs(secs);
+        assert_eq!(
+            c.webhook.retry_schedule,
+            [
+                s(0),
+                s(5),
+                s(300),
+                s(1800),
+                s(7200),
+                s(18000),
+                s(36000),
+                s(36000)
+            ]
+        );
+        assert_eq!(c.webhook.timeout_ms, 15_000);
+        assert_eq!(c.webhook.longest_step(), s(36000));
+        // The shipped file opens no internal range.
+        assert!(c.webhook.allow_cidrs.0.is_empty());
+
+        let mut e = good_env();
+        e.insert("WEBHOOK_RETRY_SCHEDULE".into(), "0s, 500ms,2m,1h,1d".into());
+        e.insert(
+            "WEBHOOK_ALLOW_CIDRS".into(),
+            "127.0.0.2/32,10.0.0.0/8".into(),
+        );
+        let c = Config::from_toml(FILE, "queues.toml", &e, true).expect("loads");
+        assert_eq!(
+            c.webhook.retry_schedule,
+            [s(0), Duration::from_millis(500), s(120), s(3600), s(86400)]
+        );
+        assert!(c.webhook.allow_cidrs.allows("127.0.0.2".parse().unwrap()));
+        assert!(!c.webhook.allow_cidrs.allows("127.0.0.1".parse().unwrap()));
+
+        for (var, bad) in [
+            ("WEBHOOK_RETRY_SCHEDULE", "5"),
+            ("WEBHOOK_RETRY_SCHEDULE", "5x"),
+            ("WEBHOOK_RETRY_SCHEDULE", ","),
+            ("WEBHOOK_ALLOW_CIDRS", "10.0.0.0/40"),
+            ("WEBHOOK_ALLOW_CIDRS", "intranet"),
+        ] {
+            let mut e = good_env();
+            e.insert(var.into(), bad.into());
+            let err = Config::from_toml(FILE, "queues.toml", &e, true).unwrap_err();
+            assert!(err.to_string().contains(var), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_old_schedule_key_says_what_replaced_it() {
+        let old = FILE.replace(
+            "retry_schedule = \"0s,5s,5m,30m,2h,5h,10h,10h\"",
+            "retry_schedule_ms = [1000, 5000]",
+        );
+        let err = Config::from_toml(&old, "queues.toml", &good_env(), true).unwrap_err();
+        assert!(
+            err.to_string().contains("replaced by retry_schedule"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn rotation_takes_several_secrets_and_keeps_the_data_keys() {
+        let mut e = good_env();
+        let old = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let new = "whsec_dGhpcyBpcyBhIG5ldyAzMi1ieXRlIHNlY3JldCEhIQ==";
+        e.insert("WEBHOOK_SIGNING_SECRET".into(), format!("{new} {old}"));
+        let c = Config::from_toml(FILE, "queues.toml", &e, true).expect("loads");
+        assert_eq!(
+            c.secrets.data_keys,
+            [
+                crate::crypto::derive_key(new),
+                crate::crypto::derive_key(old)
+            ]
+        );
+        e.insert("WEBHOOK_SIGNING_SECRET".into(), format!("{new} nope"));
+        let err = Config::from_toml(FILE, "queues.toml", &e, true).unwrap_err();
+        assert!(err.to_string().contains("secret 2"), "{err}");
     }
 
     #[test]

@@ -29,16 +29,31 @@ pub fn derive_key(secret: &str) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// Seals and opens values with one key.
+/// Seals values with one key and opens them with that key or an older one.
 #[derive(Clone)]
 pub struct Sealer {
     cipher: XChaCha20Poly1305,
+    /// Keys still accepted for opening, from a signing secret being rotated out.
+    older: Vec<XChaCha20Poly1305>,
 }
 
 impl Sealer {
     pub fn new(key: &[u8; 32]) -> Sealer {
         Sealer {
             cipher: XChaCha20Poly1305::new(key.into()),
+            older: Vec::new(),
+        }
+    }
+
+    /// The first key seals; every key opens. An empty list gives the all-zero key, which
+    /// only commands that never read sealed values (migrate, topology) end up with.
+    pub fn with_keys(keys: &[[u8; 32]]) -> Sealer {
+        let mut ciphers = keys.iter().map(|k| XChaCha20Poly1305::new(k.into()));
+        Sealer {
+            cipher: ciphers
+                .next()
+                .unwrap_or_else(|| XChaCha20Poly1305::new(&[0u8; 32].into())),
+            older: ciphers.collect(),
         }
     }
 
@@ -62,7 +77,9 @@ impl Sealer {
             return None;
         }
         let (nonce, ct) = sealed.split_at(NONCE_LEN);
-        self.cipher.decrypt(XNonce::from_slice(nonce), ct).ok()
+        std::iter::once(&self.cipher)
+            .chain(&self.older)
+            .find_map(|c| c.decrypt(XNonce::from_slice(nonce), ct).ok())
     }
 }
 
@@ -80,6 +97,19 @@ mod tests {
         bad[30] ^= 1;
         assert!(s.open(&bad).is_none());
         assert!(Sealer::new(&derive_key("other")).open(&sealed).is_none());
+    }
+
+    #[test]
+    fn opens_with_an_older_key_and_seals_with_the_first() {
+        let (new, old) = (derive_key("new"), derive_key("old"));
+        let sealed_before = Sealer::new(&old).seal(b"code");
+        let rotating = Sealer::with_keys(&[new, old]);
+        assert_eq!(rotating.open(&sealed_before).as_deref(), Some(&b"code"[..]));
+        let sealed_now = rotating.seal(b"code");
+        assert_eq!(
+            Sealer::new(&new).open(&sealed_now).as_deref(),
+            Some(&b"code"[..])
+        );
     }
 
     #[test]

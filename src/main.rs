@@ -53,6 +53,11 @@ enum Cmd {
         #[command(subcommand)]
         action: AdvicesAction,
     },
+    /// Callback deliveries: dead ones and their replay, disabled URLs, the attempt log.
+    Callbacks {
+        #[command(subcommand)]
+        action: CallbacksAction,
+    },
     /// Publish the command(s) in a JSON file.
     #[command(after_help = PUBLISH_EXIT)]
     Publish {
@@ -86,7 +91,10 @@ enum Cmd {
 /// `run --help`: what it reads from the environment.
 const RUN_ENV: &str = "\
 Environment:
-  WEBHOOK_SIGNING_SECRET  required: whsec_ + base64, e.g. whsec_$(head -c 32 /dev/urandom | base64)
+  WEBHOOK_SIGNING_SECRET  required: whsec_ + base64, e.g. whsec_$(head -c 32 /dev/urandom | base64);
+                          while rotating, several separated by spaces, the new one first
+  WEBHOOK_RETRY_SCHEDULE  callback attempt times, e.g. 0s,5s,5m,30m,2h,5h,10h,10h
+  WEBHOOK_ALLOW_CIDRS     internal ranges callbacks may reach, e.g. 10.20.0.0/16,127.0.0.1/32
   CSQ_USER, CSQ_PASSWORD  required while CSQ is enabled (names set in [providers.csq])
   ELECTRUM_PASSWORD       required while Electrum is enabled (named in [providers.electrum])
   DATA_ENCRYPTION_KEY     base64 of 32 bytes; seals voucher codes at rest (derived if unset)
@@ -124,6 +132,37 @@ enum AdvicesAction {
         /// fixed); by default the stored message is repeated unchanged.
         #[arg(long)]
         rebuild: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum CallbacksAction {
+    /// Print every dead callback, one JSON line each (newest first).
+    Dead,
+    /// Print the delivery history of one outcome's callbacks: state and every attempt.
+    Show {
+        /// The outcome's event id (the `webhook-id` receivers see).
+        event_id: String,
+    },
+    /// Deliver dead callbacks again, with a fresh schedule (a running relay sends them).
+    /// Only dead ones: running it twice is safe.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["event_id", "url", "all_dead"])))]
+    Replay {
+        /// The outcome's event id.
+        event_id: Option<String>,
+        /// Every dead callback to this URL.
+        #[arg(long)]
+        url: Option<String>,
+        /// Every dead callback.
+        #[arg(long)]
+        all_dead: bool,
+    },
+    /// Print every URL disabled by a 410 Gone, with how many deliveries wait for it.
+    Disabled,
+    /// Enable a URL disabled by a 410 Gone; its waiting deliveries go out.
+    Enable {
+        /// The callback URL exactly as commands give it.
+        url: String,
     },
 }
 
@@ -185,6 +224,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             action: ProvidersAction::Check,
         } => providers_check(&load(false)?).await?,
         Cmd::Advices { action } => advices(&load(false)?, action).await?,
+        Cmd::Callbacks { action } => callbacks(&load(false)?, action).await?,
         Cmd::Publish { file, wait } => {
             let config = load(false)?;
             let commands = publish::read_file(&file)?;
@@ -283,7 +323,7 @@ fn is_sandbox(config: &Config, provider: &str, url: &str) -> bool {
 
 /// `advices parked` and `advices replay`.
 async fn advices(config: &Config, action: AdvicesAction) -> anyhow::Result<()> {
-    let sealer = voucher_relay::crypto::Sealer::new(&config.secrets.data_key);
+    let sealer = voucher_relay::crypto::Sealer::with_keys(&config.secrets.data_keys);
     let db = store::Store::connect(&config.database, sealer).await?;
     match action {
         AdvicesAction::Parked => {
@@ -317,6 +357,60 @@ async fn advices(config: &Config, action: AdvicesAction) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `callbacks dead|show|replay|disabled|enable`.
+async fn callbacks(config: &Config, action: CallbacksAction) -> anyhow::Result<()> {
+    use voucher_relay::store::callbacks::ReplaySelector;
+    let sealer = voucher_relay::crypto::Sealer::with_keys(&config.secrets.data_keys);
+    let db = store::Store::connect(&config.database, sealer).await?;
+    let print_lines = |lines: Vec<serde_json::Value>, none: &str| {
+        for line in &lines {
+            println!("{line}");
+        }
+        // On stderr, so stdout stays JSON lines.
+        if lines.is_empty() {
+            eprintln!("{none}");
+        }
+    };
+    match action {
+        CallbacksAction::Dead => print_lines(db.dead_callbacks().await?, "no dead callbacks"),
+        CallbacksAction::Show { event_id } => print_lines(
+            db.callback_history(&event_id).await?,
+            &format!("no callback for event {event_id}"),
+        ),
+        CallbacksAction::Replay {
+            event_id,
+            url,
+            all_dead,
+        } => {
+            let selector = match (event_id, url, all_dead) {
+                (Some(id), _, _) => ReplaySelector::Event(id),
+                (_, Some(url), _) => ReplaySelector::Url(url),
+                _ => ReplaySelector::AllDead,
+            };
+            let replayed = db.replay_callbacks(&selector).await?;
+            for r in &replayed {
+                println!("callback {} to {} is pending again", r.event_id, r.url);
+            }
+            eprintln!(
+                "{} dead callback(s) put back to work; a running relay delivers them",
+                replayed.len()
+            );
+        }
+        CallbacksAction::Disabled => print_lines(
+            db.disabled_callback_urls().await?,
+            "no disabled callback URLs",
+        ),
+        CallbacksAction::Enable { url } => {
+            let (was_disabled, waiting) = db.enable_callback_url(&url).await?;
+            if !was_disabled {
+                anyhow::bail!("{url} is not disabled (see: voucher-relay callbacks disabled)");
+            }
+            println!("{url} enabled; {waiting} waiting delivery(ies) go out now");
+        }
+    }
+    Ok(())
 }
 
 /// Publishes the advice wake-up straight to the provider's advice `queue`, as a running

@@ -113,19 +113,21 @@ where
         .await
 }
 
-/// A fixed list of waits, one per failed attempt, each jittered; past the list, give up.
+/// A fixed list of attempt times, each wait jittered; past the list, give up.
 #[derive(Debug, Clone, Copy)]
 pub struct Schedule<'a> {
-    pub steps_ms: &'a [u64],
+    /// When each attempt is made: `steps[0]` after the outcome (the claim holds a first
+    /// attempt back that long), `steps[n]` after failed attempt `n`.
+    pub steps: &'a [Duration],
     pub jitter: Jitter,
 }
 
 impl Schedule<'_> {
-    /// The wait after failed attempt `attempt` (1-based), or `None` when the list is done.
+    /// The wait after failed attempt `attempt` (1-based), or `None` when that was the last.
     pub fn wait_after(&self, attempt: i32) -> Option<Duration> {
-        let i = usize::try_from(attempt.checked_sub(1)?).ok()?;
-        let ms = self.steps_ms.get(i)?;
-        Some(self.jitter.apply(Duration::from_millis(*ms)))
+        let i = usize::try_from(attempt).ok().filter(|i| *i >= 1)?;
+        let wait = self.steps.get(i)?;
+        Some(self.jitter.apply(*wait))
     }
 }
 
@@ -233,13 +235,19 @@ mod tests {
 
     #[test]
     fn schedule_waits_per_attempt_then_gives_up() {
+        let steps = [
+            Duration::ZERO,
+            Duration::from_secs(1),
+            Duration::from_secs(5),
+        ];
         let s = Schedule {
-            steps_ms: &[1000, 5000],
+            steps: &steps,
             jitter: Jitter::Between(0.8, 1.2),
         };
         let first = s.wait_after(1).unwrap();
         assert!(first >= Duration::from_millis(800) && first <= Duration::from_millis(1200));
         assert!(s.wait_after(2).is_some());
+        // Three steps, three attempts: after the third, the delivery is dead.
         assert!(s.wait_after(3).is_none());
         assert!(s.wait_after(0).is_none());
     }

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::command::{Outcome, Status};
 use crate::config::Config;
-use crate::webhook::SigningKey;
+use crate::webhook::{SigningKey, SigningKeys};
 
 /// Callbacks received, by verified signature.
 #[derive(Default)]
@@ -44,8 +44,11 @@ impl CallbackReceiver {
     /// Starts the receiver on a free port, verifying with the config's signing secret.
     pub(super) async fn start(config: &Config) -> anyhow::Result<CallbackReceiver> {
         let inbox: Inbox = Arc::default();
-        let key = SigningKey::parse(&config.secrets.webhook_signing_secret)
-            .map_err(|e| anyhow::anyhow!("WEBHOOK_SIGNING_SECRET: {e}"))?;
+        // The receiver checks the current secret, as a receiver that already moved would.
+        let key = SigningKeys::parse(&config.secrets.webhook_signing_secret)
+            .map_err(|e| anyhow::anyhow!("WEBHOOK_SIGNING_SECRET: {e}"))?
+            .current()
+            .clone();
         let hook_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}/hooks/vouchers", hook_listener.local_addr()?);
         let hook_app = Router::new()

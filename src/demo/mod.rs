@@ -114,6 +114,9 @@ async fn start_demo_rig(config_path: &Path, env: &DemoEnv) -> anyhow::Result<Rig
         // reverse. Advices repeat after 0.5 s doubling, so the demo's reversal ends quickly.
         c.providers.electrum.http.request_timeout_ms = 2000;
         c.providers.electrum.advice_backoff_base_ms = 500;
+        // The demo's callback receiver is on 127.0.0.1; nothing else internal is opened.
+        c.webhook.allow_cidrs =
+            crate::webhook::guard::AllowList::parse("127.0.0.1/32").unwrap_or_default();
     })
     .await
 }

@@ -5,6 +5,7 @@
 //! data from `providers::work`.
 
 pub mod advices;
+pub mod callbacks;
 pub mod outbox;
 pub mod outcomes;
 pub mod polls;

@@ -157,6 +157,13 @@ impl Store {
         self.sealer.seal(&json)
     }
 
+    /// A sealed dead-letter notice, as the JSON bytes to publish.
+    pub(crate) fn open_notice(&self, sealed: &[u8]) -> Result<Vec<u8>> {
+        self.sealer.open(sealed).ok_or_else(|| {
+            RelayError::Corrupt("notice cannot be decrypted: wrong DATA_ENCRYPTION_KEY?".into())
+        })
+    }
+
     pub(crate) fn open_outcome(&self, sealed: &[u8]) -> Result<Outcome> {
         let plain = self.sealer.open(sealed).ok_or_else(|| {
             RelayError::Corrupt("outcome cannot be decrypted: wrong DATA_ENCRYPTION_KEY?".into())

@@ -1,7 +1,8 @@
-//! Callbacks: Standard Webhooks signing and HTTP delivery.
+//! Callbacks: Standard Webhooks signing, the SSRF guard and HTTP delivery.
 
 pub mod deliver;
+pub mod guard;
 pub mod sign;
 
-pub use deliver::{CallbackResult, Deliverer};
-pub use sign::SigningKey;
+pub use deliver::{Attempt, Deliverer, Verdict};
+pub use sign::{SigningKey, SigningKeys};

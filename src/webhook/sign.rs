@@ -2,6 +2,10 @@
 //!
 //! `webhook-signature: v1,<base64(HMAC-SHA256(key, "{id}.{timestamp}.{body}"))>` where the
 //! key is the base64 part of a `whsec_` secret.
+//!
+//! While a secret is being rotated, `WEBHOOK_SIGNING_SECRET` holds several, separated by
+//! spaces, and every message carries one signature per secret ([`SigningKeys`]). Receivers
+//! accept a message when any one verifies, so each can switch secrets on its own day.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -77,6 +81,39 @@ impl SigningKey {
     }
 }
 
+/// Every secret in use, the current one first.
+#[derive(Clone, Debug)]
+pub struct SigningKeys(Vec<SigningKey>);
+
+impl SigningKeys {
+    /// Parses a space-separated list of `whsec_` secrets; at least one is required.
+    pub fn parse(secrets: &str) -> Result<SigningKeys, String> {
+        let keys = secrets
+            .split_whitespace()
+            .enumerate()
+            .map(|(i, s)| SigningKey::parse(s).map_err(|e| format!("secret {}: {e}", i + 1)))
+            .collect::<Result<Vec<_>, _>>()?;
+        if keys.is_empty() {
+            return Err("holds no secret".into());
+        }
+        Ok(SigningKeys(keys))
+    }
+
+    /// The `webhook-signature` header: one `v1,<sig>` per secret, space-separated.
+    pub fn sign(&self, msg_id: &str, timestamp: i64, body: &[u8]) -> String {
+        self.0
+            .iter()
+            .map(|k| k.sign(msg_id, timestamp, body))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// The current secret: the one receivers are moving to.
+    pub fn current(&self) -> &SigningKey {
+        &self.0[0]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,6 +135,24 @@ mod tests {
             &format!("v1,bm90IGl0 {sig}")
         ));
         assert!(!key.verify("msg_other", 1614265330, br#"{"test": 2432232314}"#, &sig));
+    }
+
+    #[test]
+    fn signs_once_per_secret_during_a_rotation() {
+        let old = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let new = "whsec_dGhpcyBpcyBhIG5ldyAzMi1ieXRlIHNlY3JldCEhIQ==";
+        let keys = SigningKeys::parse(&format!("{new}  {old}")).unwrap();
+        let header = keys.sign("msg_1", 1614265330, b"{}");
+        assert_eq!(header.split(' ').count(), 2);
+        for secret in [old, new] {
+            assert!(
+                SigningKey::parse(secret)
+                    .unwrap()
+                    .verify("msg_1", 1614265330, b"{}", &header)
+            );
+        }
+        assert!(SigningKeys::parse("  ").is_err());
+        assert!(SigningKeys::parse(&format!("{new} whsec_!!")).is_err());
     }
 
     #[test]

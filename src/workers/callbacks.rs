@@ -1,30 +1,39 @@
-//! The callback worker: drains the outbox into `voucher.events`, AMQP replies and signed
-//! HTTP callbacks.
+//! The callback dispatcher: drains the outbox into `voucher.events`, AMQP replies, signed
+//! HTTP callbacks and dead-letter notices.
+//!
+//! Deliveries run as independent tasks, never in lock-step batches, and the claim leaves
+//! alone a destination (scheme, host and port) that already has its share in flight, is
+//! paused by a `Retry-After`, has its circuit open or its URL disabled. So one slow or failing
+//! receiver never delays the others.
 //!
 //! Rows are claimed with a lock that expires, so several processes can drain one outbox and
-//! a crashed worker's rows are picked up again. Delivery is at least once; the event id is
+//! a crashed worker's rows are delivered again. Delivery is at least once; the event id is
 //! the `webhook-id` and the AMQP `message_id`, so receivers can deduplicate.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tracing::Instrument;
 
 use super::shared::Shared;
 use crate::broker::publisher::json_properties;
 use crate::retry::{Backoff, Jitter, Schedule};
 use crate::shutdown::Shutdown;
-use crate::store::outbox::{Channel, OutboxItem};
-use crate::webhook::CallbackResult;
+use crate::store::outbox::{AfterAttempt, Busy, Channel, Circuit, OutboxItem};
+use crate::webhook::{Attempt, Verdict};
 
-/// Rows claimed per round.
-const BATCH: i64 = 64;
+/// Deliveries in flight at once in this process, all destinations together.
+const MAX_IN_FLIGHT: usize = 256;
+/// Rows claimed per round at most.
+const BATCH: usize = 64;
 /// Added to the callback timeout to make a claim: the longest one delivery can take (a
 /// callback POST, or a publish and its confirm, both bounded by about that long). A worker
 /// that dies holding rows delays them by no more than this.
 const CLAIM_MARGIN: Duration = Duration::from_secs(5);
-/// Poll interval when nothing woke the worker: picks up rows written by other processes
-/// and retries that came due.
+/// Poll interval when nothing woke the worker: picks up rows written by other processes,
+/// retries that came due and destinations that reopened.
 const IDLE_POLL: Duration = Duration::from_millis(250);
 /// Broker publishes are retried forever, 2 s doubling to no slower than 30 s: the broker
 /// coming back is only a matter of time, and an outcome must never be dropped.
@@ -36,35 +45,124 @@ const BROKER_RETRY: Backoff = Backoff {
 /// Plus or minus 20 %, so retries from many rows do not arrive together.
 const CALLBACK_JITTER: Jitter = Jitter::Between(0.8, 1.2);
 
-/// Drains the outbox until shutdown.
-pub async fn deliver_outbox_until_shutdown(shared: Arc<Shared>, mut shutdown: Shutdown) {
-    loop {
-        if shutdown.is_triggered() {
-            return;
-        }
-        let claim_for = Duration::from_millis(shared.config.webhook.timeout_ms) + CLAIM_MARGIN;
-        let items = match shared.store.claim_outbox(BATCH, claim_for).await {
-            Ok(items) => items,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the outbox; retrying");
-                Vec::new()
+/// Deliveries this process has in flight, per destination.
+#[derive(Default)]
+struct InFlight {
+    by_destination: Mutex<HashMap<String, i32>>,
+    /// Rung when a delivery ends: its destination has room again.
+    done: Notify,
+}
+
+impl InFlight {
+    fn add(&self, destination: &str) {
+        let mut map = self.lock();
+        *map.entry(destination.to_string()).or_default() += 1;
+    }
+
+    fn remove(&self, destination: &str) {
+        let mut map = self.lock();
+        if let Some(n) = map.get_mut(destination) {
+            *n -= 1;
+            if *n <= 0 {
+                map.remove(destination);
             }
-        };
-        let idle = items.is_empty();
-        let mut tasks = tokio::task::JoinSet::new();
-        for item in items {
-            let shared = shared.clone();
-            tasks.spawn(async move { deliver(&shared, item).await });
         }
-        while tasks.join_next().await.is_some() {}
-        if idle {
-            tokio::select! {
-                _ = shutdown.wait() => return,
-                _ = shared.outbox_wakeup.notified() => {}
-                _ = tokio::time::sleep(IDLE_POLL) => {}
-            }
+        drop(map);
+        self.done.notify_one();
+    }
+
+    fn busy(&self, per_destination: i32, first_wait: Duration) -> Busy {
+        let map = self.lock();
+        let (destinations, in_flight) = map.iter().map(|(d, n)| (d.clone(), *n)).unzip();
+        Busy {
+            destinations,
+            in_flight,
+            per_destination,
+            first_wait,
         }
     }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, i32>> {
+        // A panic while holding this lock leaves plain counters behind; keep using them.
+        self.by_destination
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// One delivery counted in [`InFlight`] until dropped, so a delivery that panics still
+/// gives its destination's room back.
+struct Slot {
+    in_flight: Arc<InFlight>,
+    destination: String,
+}
+
+impl Slot {
+    fn take(in_flight: &Arc<InFlight>, destination: &str) -> Slot {
+        in_flight.add(destination);
+        Slot {
+            in_flight: in_flight.clone(),
+            destination: destination.to_string(),
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.in_flight.remove(&self.destination);
+    }
+}
+
+/// Drains the outbox until shutdown, then lets the deliveries in flight finish (each is
+/// bounded by the callback timeout).
+pub async fn deliver_outbox_until_shutdown(shared: Arc<Shared>, mut shutdown: Shutdown) {
+    let in_flight = Arc::new(InFlight::default());
+    let per_destination =
+        i32::try_from(shared.config.webhook.per_destination_concurrency).unwrap_or(i32::MAX);
+    let claim_for = Duration::from_millis(shared.config.webhook.timeout_ms) + CLAIM_MARGIN;
+    let first_wait = shared
+        .config
+        .webhook
+        .retry_schedule
+        .first()
+        .copied()
+        .unwrap_or_default();
+    let mut tasks = tokio::task::JoinSet::new();
+    while !shutdown.is_triggered() {
+        while tasks.try_join_next().is_some() {}
+        let room = MAX_IN_FLIGHT.saturating_sub(tasks.len()).min(BATCH);
+        let items = if room == 0 {
+            Vec::new()
+        } else {
+            let busy = in_flight.busy(per_destination, first_wait);
+            let limit = i64::try_from(room).unwrap_or(0);
+            match shared.store.claim_outbox(limit, claim_for, &busy).await {
+                Ok(items) => items,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the outbox; retrying");
+                    Vec::new()
+                }
+            }
+        };
+        if items.is_empty() {
+            tokio::select! {
+                _ = shutdown.wait() => {}
+                _ = shared.outbox_wakeup.notified() => {}
+                _ = in_flight.done.notified() => {}
+                _ = tokio::time::sleep(IDLE_POLL) => {}
+            }
+            continue;
+        }
+        for item in items {
+            let slot = Slot::take(&in_flight, &item.destination);
+            let shared = shared.clone();
+            tasks.spawn(async move {
+                let _slot = slot;
+                deliver(&shared, item).await;
+            });
+        }
+    }
+    while tasks.join_next().await.is_some() {}
 }
 
 async fn deliver(shared: &Shared, item: OutboxItem) {
@@ -72,75 +170,65 @@ async fn deliver(shared: &Shared, item: OutboxItem) {
         .transaction_id
         .map(|t| t.to_string())
         .unwrap_or_default();
-    let span = tracing::error_span!("outbox", transaction_id = %transaction_id, event_id = %item.event_id, channel = ?item.channel, attempt = item.attempts);
-    deliver_one(shared, item).instrument(span).await
+    let span = tracing::error_span!("outbox", transaction_id = %transaction_id, event_id = %item.event_id, channel = item.channel.as_str(), attempt = item.attempts + 1);
+    async {
+        match item.channel {
+            Channel::Callback => deliver_callback(shared, &item).await,
+            Channel::Event | Channel::Reply | Channel::Dead => publish(shared, &item).await,
+        }
+    }
+    .instrument(span)
+    .await
 }
 
-async fn deliver_one(shared: &Shared, item: OutboxItem) {
-    let result = match item.channel {
-        Channel::Event | Channel::Reply => {
-            let mut props = json_properties()
-                .with_message_id(item.event_id.as_str().into())
-                .with_type(outcome_type(&item.payload).as_str().into());
-            let (exchange, key) = match item.channel {
-                Channel::Event => (
-                    shared.config.name(&shared.config.broker.events_exchange),
-                    item.target.clone(),
-                ),
-                _ => (String::new(), item.target.clone()),
-            };
-            if let Some(c) = item.correlation_id.as_deref().filter(|c| !c.is_empty()) {
-                props = props.with_correlation_id(c.into());
-            }
-            match shared
-                .publisher
-                .publish(&exchange, &key, &item.payload, props)
-                .await
-            {
-                Ok(()) => Ok(()),
-                Err(e) => Err((e.to_string(), Some(BROKER_RETRY.wait(item.attempts)))),
-            }
-        }
-        Channel::Callback => match shared
-            .deliverer
-            .deliver(&item.target, &item.event_id, &item.payload)
-            .await
-        {
-            CallbackResult::Delivered { status } => {
-                tracing::info!(status, "callback delivered");
-                Ok(())
-            }
-            CallbackResult::Failed {
-                status,
-                reason,
-                retry_after,
-            } => {
-                let schedule = Schedule {
-                    steps_ms: &shared.config.webhook.retry_schedule_ms,
-                    jitter: CALLBACK_JITTER,
-                };
-                let next = schedule
-                    .wait_after(item.attempts)
-                    .map(|wait| retry_after.map_or(wait, |ra| wait.max(ra)));
-                tracing::warn!(?status, reason = %reason, gives_up = next.is_none(), "callback failed");
-                Err((reason, next))
-            }
-        },
+/// One AMQP publish with confirms: an event, a reply, or a dead-letter notice.
+async fn publish(shared: &Shared, item: &OutboxItem) {
+    let (exchange, key, body) = match item.channel {
+        Channel::Event => (
+            shared.config.name(&shared.config.broker.events_exchange),
+            item.target.clone(),
+            item.payload.clone(),
+        ),
+        _ => (String::new(), item.target.clone(), item.payload.clone()),
     };
-    let channel = format!("{:?}", item.channel).to_lowercase();
-    let recorded = match result {
+    let mut props = json_properties()
+        .with_message_id(item.event_id.as_str().into())
+        .with_type(outcome_type(&body).as_str().into());
+    if let Some(c) = item.correlation_id.as_deref().filter(|c| !c.is_empty()) {
+        props = props.with_correlation_id(c.into());
+    }
+    // A notice must land in its queue: a missing `callbacks.dead` is an error, retried,
+    // not a silent drop. An event nobody subscribed to, or a reply queue gone, is fine.
+    let sent = match item.channel {
+        Channel::Dead => {
+            shared
+                .publisher
+                .publish_routed(&exchange, &key, &body, props)
+                .await
+        }
+        _ => {
+            shared
+                .publisher
+                .publish(&exchange, &key, &body, props)
+                .await
+        }
+    }
+    .map_err(|e| e.to_string());
+    record_publish(shared, item, sent).await
+}
+
+async fn record_publish(shared: &Shared, item: &OutboxItem, sent: Result<(), String>) {
+    let channel = item.channel.as_str();
+    let recorded = match sent {
         Ok(()) => {
             metrics::counter!("voucher_deliveries_total", "channel" => channel, "result" => "delivered").increment(1);
-            shared.store.outbox_delivered(item.id).await
+            shared.store.outbox_delivered(item).await
         }
-        Err((reason, next)) => {
-            let result = if next.is_some() { "retry" } else { "dead" };
-            metrics::counter!("voucher_deliveries_total", "channel" => channel, "result" => result)
-                .increment(1);
-            if next.is_none() {
-                tracing::error!(reason = %reason, "callback retries used up; dead-lettered in the outbox");
-            }
-            shared.store.outbox_failed(item.id, &reason, next).await
+        Err(reason) => {
+            tracing::warn!(reason = %reason, "publish failed; will retry");
+            metrics::counter!("voucher_deliveries_total", "channel" => channel, "result" => "retry").increment(1);
+            let wait = BROKER_RETRY.wait(item.attempts + 1);
+            shared.store.outbox_failed(item, &reason, wait).await
         }
     };
     if let Err(e) = recorded {
@@ -149,10 +237,220 @@ async fn deliver_one(shared: &Shared, item: OutboxItem) {
     }
 }
 
-/// The `type` of the outcome in `payload`, for the AMQP `type` property.
+/// One signed HTTP callback, its attempt log line, and what follows.
+async fn deliver_callback(shared: &Shared, item: &OutboxItem) {
+    let attempt = shared
+        .deliverer
+        .deliver(&item.target, &item.event_id, &item.payload)
+        .await;
+    let webhook = &shared.config.webhook;
+    let schedule = Schedule {
+        steps: &webhook.retry_schedule,
+        jitter: CALLBACK_JITTER,
+    };
+    let after = after_attempt(&attempt, item, &schedule);
+    log_attempt(&attempt, after);
+    metrics::counter!("voucher_deliveries_total", "channel" => "callback", "result" => attempt.result())
+        .increment(1);
+    let circuit = Circuit {
+        failures: webhook.circuit_failures,
+        open_for: Duration::from_millis(webhook.circuit_open_ms),
+    };
+    let dead_queue = shared.config.name(&webhook.dead_queue);
+    match shared
+        .store
+        .record_callback(item, &attempt, after, circuit, &dead_queue)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(
+                "the claim expired during the attempt; the worker that took the row over decides"
+            )
+        }
+        // The claim expires and the callback is sent again: at least once.
+        Err(e) => tracing::warn!(error = %e, "could not record the callback attempt"),
+    }
+}
+
+/// What an attempt at `item` means. A `Retry-After` uses no step of the schedule, up to as
+/// many times as the schedule has steps: past that, a receiver that only ever throttles is
+/// failing, and each further answer uses a step (waiting at least what it asked).
+fn after_attempt(attempt: &Attempt, item: &OutboxItem, schedule: &Schedule<'_>) -> AfterAttempt {
+    let number = item.attempts + 1;
+    let step = || match schedule.wait_after(number) {
+        Some(wait) => AfterAttempt::Retry { wait },
+        None => AfterAttempt::Dead { failed: true },
+    };
+    match &attempt.verdict {
+        Verdict::Delivered => AfterAttempt::Delivered,
+        Verdict::Throttled(wait) if (item.throttled as usize) < schedule.steps.len() => {
+            AfterAttempt::Throttled { wait: *wait }
+        }
+        Verdict::Throttled(asked) => match step() {
+            AfterAttempt::Retry { wait } => AfterAttempt::Retry {
+                wait: wait.max(*asked),
+            },
+            dead => dead,
+        },
+        Verdict::Gone => AfterAttempt::Disabled,
+        Verdict::Refused(_) => AfterAttempt::Dead { failed: false },
+        Verdict::Failed => step(),
+    }
+}
+
+fn log_attempt(attempt: &Attempt, after: AfterAttempt) {
+    let status = attempt.status;
+    let latency_ms = attempt.latency.as_millis();
+    let dialled = attempt
+        .dialled_ip
+        .map(|ip| ip.to_string())
+        .unwrap_or_default();
+    match after {
+        AfterAttempt::Delivered => {
+            tracing::info!(?status, latency_ms, dialled, "callback delivered")
+        }
+        AfterAttempt::Retry { wait } => {
+            tracing::warn!(?status, latency_ms, reason = %attempt.reason(), retry_in_ms = wait.as_millis(), "callback failed; will retry")
+        }
+        AfterAttempt::Throttled { wait } => {
+            tracing::warn!(
+                ?status,
+                retry_in_ms = wait.as_millis(),
+                "receiver asked to wait; its destination is paused"
+            )
+        }
+        AfterAttempt::Disabled => {
+            tracing::error!(
+                ?status,
+                "410 Gone: callback URL disabled until an operator enables it (voucher-relay callbacks enable)"
+            )
+        }
+        AfterAttempt::Dead { .. } => {
+            tracing::error!(?status, reason = %attempt.reason(), "callback dead; notice sent to the dead queue (voucher-relay callbacks replay)")
+        }
+    }
+}
+
+/// The `type` of the JSON in `payload`, for the AMQP `type` property.
 fn outcome_type(payload: &[u8]) -> String {
     serde_json::from_slice::<serde_json::Value>(payload)
         .ok()
         .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_string))
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attempt(verdict: Verdict) -> Attempt {
+        Attempt {
+            verdict,
+            at: chrono::Utc::now(),
+            status: None,
+            dialled_ip: None,
+            latency: Duration::ZERO,
+            error: None,
+            response_body: None,
+        }
+    }
+
+    fn item(attempts: i32, throttled: i32) -> OutboxItem {
+        OutboxItem {
+            id: 1,
+            event_id: "evt".into(),
+            transaction_id: None,
+            channel: Channel::Callback,
+            target: "https://hooks.example.com/x".into(),
+            destination: "https://hooks.example.com:443".into(),
+            correlation_id: None,
+            origin_id: None,
+            payload: Vec::new(),
+            attempts,
+            throttled,
+            claim: chrono::Utc::now(),
+        }
+    }
+
+    #[test]
+    fn the_schedule_decides_only_failures() {
+        let steps = [
+            Duration::ZERO,
+            Duration::from_secs(5),
+            Duration::from_secs(300),
+        ];
+        let schedule = Schedule {
+            steps: &steps,
+            jitter: Jitter::None,
+        };
+        let failed = attempt(Verdict::Failed);
+        assert_eq!(
+            after_attempt(&failed, &item(0, 0), &schedule),
+            AfterAttempt::Retry {
+                wait: Duration::from_secs(5)
+            }
+        );
+        assert_eq!(
+            after_attempt(&failed, &item(1, 0), &schedule),
+            AfterAttempt::Retry {
+                wait: Duration::from_secs(300)
+            }
+        );
+        assert_eq!(
+            after_attempt(&failed, &item(2, 0), &schedule),
+            AfterAttempt::Dead { failed: true }
+        );
+        // Backpressure and a disabled URL use no step, whatever the count.
+        assert_eq!(
+            after_attempt(
+                &attempt(Verdict::Throttled(Duration::from_secs(2))),
+                &item(2, 2),
+                &schedule
+            ),
+            AfterAttempt::Throttled {
+                wait: Duration::from_secs(2)
+            }
+        );
+        assert_eq!(
+            after_attempt(&attempt(Verdict::Gone), &item(2, 0), &schedule),
+            AfterAttempt::Disabled
+        );
+        assert_eq!(
+            after_attempt(
+                &attempt(Verdict::Refused("loopback".into())),
+                &item(0, 0),
+                &schedule
+            ),
+            AfterAttempt::Dead { failed: false }
+        );
+    }
+
+    #[test]
+    fn a_receiver_that_only_throttles_uses_up_the_schedule_at_last() {
+        let steps = [Duration::ZERO, Duration::from_secs(5)];
+        let schedule = Schedule {
+            steps: &steps,
+            jitter: Jitter::None,
+        };
+        let throttled = attempt(Verdict::Throttled(Duration::from_secs(60)));
+        assert_eq!(
+            after_attempt(&throttled, &item(0, 1), &schedule),
+            AfterAttempt::Throttled {
+                wait: Duration::from_secs(60)
+            }
+        );
+        // Throttled as often as the schedule has steps: now each answer uses a step, waiting
+        // at least what the receiver asked.
+        assert_eq!(
+            after_attempt(&throttled, &item(0, 2), &schedule),
+            AfterAttempt::Retry {
+                wait: Duration::from_secs(60)
+            }
+        );
+        assert_eq!(
+            after_attempt(&throttled, &item(1, 2), &schedule),
+            AfterAttempt::Dead { failed: true }
+        );
+    }
 }

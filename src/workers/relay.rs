@@ -17,7 +17,7 @@ use crate::error::RelayError;
 use crate::providers::Registry;
 use crate::shutdown::{Shutdown, ShutdownTrigger};
 use crate::store::{self, Store};
-use crate::webhook::{Deliverer, SigningKey};
+use crate::webhook::{Deliverer, SigningKeys};
 
 /// A started relay. Dropping it does not stop it; call [`Relay::stop`].
 pub struct Relay {
@@ -66,22 +66,31 @@ impl Relay {
 /// enabled providers.
 async fn connect(config: Config) -> anyhow::Result<Shared> {
     store::migrate(&config.database).await?;
-    let store = Store::connect(&config.database, Sealer::new(&config.secrets.data_key)).await?;
+    let store = Store::connect(
+        &config.database,
+        Sealer::with_keys(&config.secrets.data_keys),
+    )
+    .await?;
     let conn = broker::connect(&config.broker.url, "voucher-relay topology").await?;
     let declared = topology::apply(&conn, &config, topology::Mode::Declare).await;
     let _ = conn.close(200, "topology declared".into()).await;
     declared?;
     let publisher = Publisher::connect(&config.broker.url).await?;
-    let key = SigningKey::parse(&config.secrets.webhook_signing_secret)
+    let keys = SigningKeys::parse(&config.secrets.webhook_signing_secret)
         .map_err(|e| anyhow::anyhow!("WEBHOOK_SIGNING_SECRET: {e}"))?;
-    let deliverer = Deliverer::new(key, Duration::from_millis(config.webhook.timeout_ms))?;
+    let deliverer = Deliverer::new(
+        keys,
+        Duration::from_millis(config.webhook.timeout_ms),
+        config.webhook.allow_cidrs.clone(),
+        config.webhook.longest_step(),
+    )?;
     // The global rate limit gets connections of its own: workers busy with the main pool
     // must not push it into its per-process fallback.
     let limiter_db = crate::config::DatabaseConfig {
         pool_size: 2,
         ..config.database.clone()
     };
-    let limiter = Store::connect(&limiter_db, Sealer::new(&config.secrets.data_key)).await?;
+    let limiter = Store::connect(&limiter_db, Sealer::with_keys(&config.secrets.data_keys)).await?;
     let providers = Registry::build(
         &config.providers,
         &config.secrets.provider_credentials,

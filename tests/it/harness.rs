@@ -166,9 +166,11 @@ fn test_config_text(id: &str, sandbox_url: &str, electrum_url: &str) -> String {
         .replace("rate_per_sec = 50", "rate_per_sec = 1000")
         .replace("prefetch = 16", "prefetch = 8")
         .replace(
-            "retry_schedule_ms = [1000, 5000, 30000, 120000, 600000]",
-            "retry_schedule_ms = [100, 200, 400]",
+            "retry_schedule = \"0s,5s,5m,30m,2h,5h,10h,10h\"",
+            "retry_schedule = \"0s,100ms,200ms,400ms\"",
         )
+        // The test receivers listen on loopback.
+        .replace("allow_cidrs = []", "allow_cidrs = [\"127.0.0.0/8\"]")
         .replace("listen = \"127.0.0.1:9464\"", "listen = \"127.0.0.1:0\"");
     for (from, to) in [
         ("2000", "200"),
@@ -235,6 +237,15 @@ impl TestEnv {
             "test config rewrite"
         );
         assert_eq!(config.delay_tiers[0].ttl_ms, 200, "test config rewrite");
+        assert_eq!(
+            config.webhook.retry_schedule.len(),
+            4,
+            "test config rewrite"
+        );
+        assert!(
+            !config.webhook.allow_cidrs.0.is_empty(),
+            "test config rewrite"
+        );
 
         let hook_state: Arc<Mutex<HookState>> = Arc::default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -2,6 +2,7 @@
 //! once. Each test isolates itself with its own database and broker name prefix.
 
 mod bad_input;
+mod callbacks;
 mod cli;
 mod csq_flows;
 mod demo;
