@@ -193,6 +193,25 @@ RETURNING id, event_id, coalesce(transaction_id, rejection_id) AS transaction_id
           target, destination, correlation_id, origin_id, payload_sealed, attempts, throttled,
           locked_until";
 
+/// A delivered callback, if this claim still holds the row: see `record_delivered`.
+const DELIVERED: &str = "
+WITH settled AS (
+    UPDATE outbox SET locked_until = NULL, delivered_at = now(), last_error = NULL,
+                      attempts = attempts + 1
+    WHERE id = $1 AND locked_until = $2 AND delivered_at IS NULL AND dead_at IS NULL
+    RETURNING id, event_id, target
+), logged AS (
+    INSERT INTO callback_attempts (outbox_id, event_id, attempted_at, url, dialled_ip, status,
+                                   latency_ms, result, response_body)
+    SELECT id, event_id, $3, target, $4, $5, $6, 'delivered', $7 FROM settled
+), cleared AS (
+    UPDATE callback_destinations
+    SET consecutive_failures = 0, circuit_open_until = NULL, updated_at = now()
+    WHERE destination = $8 AND (consecutive_failures > 0 OR circuit_open_until IS NOT NULL)
+      AND EXISTS (SELECT 1 FROM settled)
+)
+SELECT count(*) FROM settled";
+
 impl Store {
     /// Claims up to `limit` due rows for `lock_for`; a crashed worker's claims expire and
     /// its rows are delivered again (at least once, with the same event id).
@@ -204,9 +223,10 @@ impl Store {
     ) -> Result<Vec<OutboxItem>> {
         let client = self.pool.get().await?;
         let secs = lock_for.as_secs_f64();
+        let claim = client.prepare_cached(CLAIM).await?;
         let rows = client
             .query(
-                CLAIM,
+                &claim,
                 &[
                     &limit,
                     &secs,
@@ -307,6 +327,9 @@ impl Store {
         circuit: Circuit,
         dead_queue: &str,
     ) -> Result<bool> {
+        if after == AfterAttempt::Delivered {
+            return self.record_delivered(item, attempt).await;
+        }
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         if !settle_row(&tx, item, after, &attempt.reason()).await? {
@@ -314,7 +337,7 @@ impl Store {
         }
         log_attempt(&tx, item, attempt).await?;
         match after {
-            AfterAttempt::Delivered => clear_failures(&tx, &item.destination).await?,
+            AfterAttempt::Delivered => {}
             AfterAttempt::Retry { .. } | AfterAttempt::Dead { failed: true } => {
                 count_failure(&tx, &item.destination, circuit).await?
             }
@@ -336,6 +359,32 @@ impl Store {
         }
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// The common case in one statement (one round trip, one commit): the row delivered, its
+    /// attempt logged, and its destination's failures cleared if it had any.
+    async fn record_delivered(&self, item: &OutboxItem, attempt: &Attempt) -> Result<bool> {
+        let client = self.pool.get().await?;
+        let statement = client.prepare_cached(DELIVERED).await?;
+        let status = attempt.status.map(i32::from);
+        let latency_ms = i32::try_from(attempt.latency.as_millis()).unwrap_or(i32::MAX);
+        let dialled = attempt.dialled_ip.map(|ip| ip.to_string());
+        let row = client
+            .query_one(
+                &statement,
+                &[
+                    &item.id,
+                    &item.claim,
+                    &attempt.at,
+                    &dialled,
+                    &status,
+                    &latency_ms,
+                    &attempt.response_body,
+                    &item.destination,
+                ],
+            )
+            .await?;
+        Ok(row.get::<_, i64>(0) == 1)
     }
 
     /// Queues the notice for the dead queue as a `dead` outbox row, published like any other
@@ -411,19 +460,6 @@ async fn settle_row(
         )
         .await?;
     Ok(updated == 1)
-}
-
-/// A success closes the destination's circuit. Written only when there is something to
-/// clear, so a healthy destination costs no write.
-async fn clear_failures(tx: &Transaction<'_>, destination: &str) -> Result<()> {
-    tx.execute(
-        "UPDATE callback_destinations
-         SET consecutive_failures = 0, circuit_open_until = NULL, updated_at = now()
-         WHERE destination = $1 AND (consecutive_failures > 0 OR circuit_open_until IS NOT NULL)",
-        &[&destination],
-    )
-    .await?;
-    Ok(())
 }
 
 /// Holds every delivery to `destination` back for `wait` (never shortening a longer pause).

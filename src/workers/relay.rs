@@ -62,6 +62,9 @@ impl Relay {
     }
 }
 
+/// Connections of the callback dispatcher: one claims while the rest record results.
+const OUTBOX_POOL: usize = 6;
+
 /// Everything the workers share: the database, the topology, the publisher and the
 /// enabled providers.
 async fn connect(config: Config) -> anyhow::Result<Shared> {
@@ -91,6 +94,12 @@ async fn connect(config: Config) -> anyhow::Result<Shared> {
         ..config.database.clone()
     };
     let limiter = Store::connect(&limiter_db, Sealer::with_keys(&config.secrets.data_keys)).await?;
+    let outbox_db = crate::config::DatabaseConfig {
+        pool_size: OUTBOX_POOL,
+        ..config.database.clone()
+    };
+    let outbox_store =
+        Store::connect(&outbox_db, Sealer::with_keys(&config.secrets.data_keys)).await?;
     let providers = Registry::build(
         &config.providers,
         &config.secrets.provider_credentials,
@@ -99,6 +108,7 @@ async fn connect(config: Config) -> anyhow::Result<Shared> {
     Ok(Shared {
         config,
         store,
+        outbox_store,
         publisher,
         providers,
         deliverer,

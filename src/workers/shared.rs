@@ -16,6 +16,9 @@ use crate::webhook::Deliverer;
 pub struct Shared {
     pub config: Config,
     pub store: Store,
+    /// The callback dispatcher's own connections: deliveries never queue for a connection
+    /// behind the commands in flight, nor commands behind them.
+    pub outbox_store: Store,
     pub publisher: Publisher,
     /// The providers this relay runs.
     pub providers: Registry,
