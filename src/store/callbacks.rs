@@ -100,7 +100,41 @@ pub(crate) async fn dead_letter_notice(
     Ok(serde_json::to_vec(&notice).unwrap_or_default())
 }
 
+/// Takes the pending callbacks of disabled URLs (of `url`, or of all) out of the claim's
+/// sight: `next_attempt_at = infinity` until the URL is enabled. Rows another worker holds
+/// are parked when it records its attempt.
+pub(crate) async fn park_disabled(client: &impl GenericClient, url: Option<&str>) -> Result<()> {
+    client
+        .execute(
+            "UPDATE outbox o SET next_attempt_at = 'infinity'
+             WHERE o.channel = 'callback' AND o.delivered_at IS NULL AND o.dead_at IS NULL
+               AND o.next_attempt_at <> 'infinity'
+               AND ($1::text IS NULL OR o.target = $1)
+               AND (o.locked_until IS NULL OR o.locked_until < now())
+               AND EXISTS (SELECT 1 FROM callback_disabled_urls u WHERE u.url = o.target)",
+            &[&url],
+        )
+        .await?;
+    Ok(())
+}
+
 impl Store {
+    /// Puts back to work the parked callbacks whose URL is no longer disabled. `callbacks
+    /// enable` calls it; the sweeper calls it too, for a callback written while its URL was
+    /// being enabled.
+    pub async fn unpark_enabled_callbacks(&self) -> Result<u64> {
+        let client = self.pool.get().await?;
+        Ok(client
+            .execute(
+                "UPDATE outbox o SET next_attempt_at = now()
+                 WHERE o.channel = 'callback' AND o.delivered_at IS NULL AND o.dead_at IS NULL
+                   AND o.next_attempt_at = 'infinity'
+                   AND NOT EXISTS (SELECT 1 FROM callback_disabled_urls u WHERE u.url = o.target)",
+                &[],
+            )
+            .await?)
+    }
+
     /// Puts the selected dead callbacks back to work with a fresh schedule. Only dead ones:
     /// a callback delivered or still being tried is left alone, so running it twice is safe.
     pub async fn replay_callbacks(&self, selector: &ReplaySelector) -> Result<Vec<Replayed>> {
@@ -121,6 +155,8 @@ impl Store {
                 &[&arg],
             )
             .await?;
+        // A replayed callback to a disabled URL waits for it like the others.
+        park_disabled(&**client, None).await?;
         Ok(rows
             .iter()
             .map(|r| Replayed {
@@ -138,14 +174,7 @@ impl Store {
         let removed = client
             .execute("DELETE FROM callback_disabled_urls WHERE url = $1", &[&url])
             .await?;
-        client
-            .execute(
-                "UPDATE outbox SET next_attempt_at = now()
-                 WHERE channel = 'callback' AND target = $1 AND next_attempt_at = 'infinity'
-                   AND delivered_at IS NULL AND dead_at IS NULL",
-                &[&url],
-            )
-            .await?;
+        self.unpark_enabled_callbacks().await?;
         let waiting: i64 = client
             .query_one(
                 "SELECT count(*) FROM outbox

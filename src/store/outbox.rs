@@ -152,6 +152,8 @@ pub(crate) async fn insert(
 pub struct Busy {
     pub destinations: Vec<String>,
     pub in_flight: Vec<i32>,
+    /// Rows this process is still working on, whatever their claim says.
+    pub rows: Vec<i64>,
     pub per_destination: i32,
     /// The schedule's first step: how long a callback waits before its first attempt.
     pub first_wait: Duration,
@@ -173,7 +175,8 @@ WITH busy AS (
     LEFT JOIN busy b ON b.destination = o.destination
     WHERE o.delivered_at IS NULL AND o.dead_at IS NULL AND o.next_attempt_at <= now()
       AND NOT (o.channel = 'callback' AND o.attempts = 0
-               AND o.next_attempt_at > now() - make_interval(secs => $6))
+               AND o.created_at > now() - make_interval(secs => $6))
+      AND o.id <> ALL($7::bigint[])
       AND (o.locked_until IS NULL OR o.locked_until < now())
       AND (d.paused_until IS NULL OR d.paused_until <= now())
       AND (d.circuit_open_until IS NULL OR d.circuit_open_until <= now())
@@ -234,6 +237,7 @@ impl Store {
                     &busy.in_flight,
                     &busy.per_destination,
                     &busy.first_wait.as_secs_f64(),
+                    &busy.rows,
                 ],
             )
             .await?;
@@ -354,8 +358,11 @@ impl Store {
             }
             AfterAttempt::Dead { failed: false } => {}
         }
-        if let AfterAttempt::Dead { .. } = after {
-            self.queue_dead_notice(&tx, item, dead_queue).await?;
+        match after {
+            AfterAttempt::Dead { .. } => self.queue_dead_notice(&tx, item, dead_queue).await?,
+            // Whatever is pending for a disabled URL waits out of the claim's sight, this row
+            // included.
+            _ => super::callbacks::park_disabled(&*tx, Some(&item.target)).await?,
         }
         tx.commit().await?;
         Ok(true)

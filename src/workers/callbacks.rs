@@ -10,7 +10,7 @@
 //! a crashed worker's rows are delivered again. Delivery is at least once; the event id is
 //! the `webhook-id` and the AMQP `message_id`, so receivers can deduplicate.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,9 +28,10 @@ use crate::webhook::{Attempt, Verdict};
 const MAX_IN_FLIGHT: usize = 256;
 /// Rows claimed per round at most.
 const BATCH: usize = 64;
-/// Added to the callback timeout to make a claim: the longest one delivery can take (a
-/// callback POST, or a publish and its confirm, both bounded by about that long). A worker
-/// that dies holding rows delays them by no more than this.
+/// Added to the callback timeout, with the database timeout, to make a claim: the longest
+/// one delivery and the recording of its result can take. A worker that dies holding rows
+/// delays them by no more than this; a live one never loses a row it is still working on
+/// to itself (the rows in flight are left out of its claims).
 const CLAIM_MARGIN: Duration = Duration::from_secs(5);
 /// Poll interval when nothing woke the worker: picks up rows written by other processes,
 /// retries that came due and destinations that reopened.
@@ -48,76 +49,103 @@ const BROKER_RETRY: Backoff = Backoff {
 /// Plus or minus 20 %, so retries from many rows do not arrive together.
 const CALLBACK_JITTER: Jitter = Jitter::Between(0.8, 1.2);
 
-/// Deliveries this process has in flight, per destination.
+/// Deliveries this process has in flight: their rows (never claimed again by this
+/// process while a task still works on them, even if the claim expired) and, for callbacks,
+/// how many per destination.
 #[derive(Default)]
 struct InFlight {
-    by_destination: Mutex<HashMap<String, i32>>,
+    state: Mutex<Counts>,
     /// Rung when a delivery ends: its destination has room again.
     done: Notify,
 }
 
+#[derive(Default)]
+struct Counts {
+    rows: HashSet<i64>,
+    by_destination: HashMap<String, i32>,
+}
+
 impl InFlight {
-    fn add(&self, destination: &str) {
-        let mut map = self.lock();
-        *map.entry(destination.to_string()).or_default() += 1;
+    fn add(&self, item: &OutboxItem) {
+        let mut state = self.lock();
+        state.rows.insert(item.id);
+        if item.channel == Channel::Callback {
+            *state
+                .by_destination
+                .entry(item.destination.clone())
+                .or_default() += 1;
+        }
     }
 
-    fn remove(&self, destination: &str) {
-        let mut map = self.lock();
-        if let Some(n) = map.get_mut(destination) {
-            *n -= 1;
-            if *n <= 0 {
-                map.remove(destination);
+    fn remove(&self, id: i64, destination: Option<&str>) {
+        let mut state = self.lock();
+        state.rows.remove(&id);
+        if let Some(destination) = destination {
+            if let Some(n) = state.by_destination.get_mut(destination) {
+                *n -= 1;
+                if *n <= 0 {
+                    state.by_destination.remove(destination);
+                }
             }
         }
-        drop(map);
+        drop(state);
         self.done.notify_one();
     }
 
     /// Whether some destination has all the deliveries it may have in flight.
     fn any_at(&self, per_destination: i32) -> bool {
-        self.lock().values().any(|n| *n >= per_destination)
+        self.lock()
+            .by_destination
+            .values()
+            .any(|n| *n >= per_destination)
     }
 
     fn busy(&self, per_destination: i32, first_wait: Duration) -> Busy {
-        let map = self.lock();
-        let (destinations, in_flight) = map.iter().map(|(d, n)| (d.clone(), *n)).unzip();
+        let state = self.lock();
+        let (destinations, in_flight) = state
+            .by_destination
+            .iter()
+            .map(|(d, n)| (d.clone(), *n))
+            .unzip();
         Busy {
             destinations,
             in_flight,
+            rows: state.rows.iter().copied().collect(),
             per_destination,
             first_wait,
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, i32>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
         // A panic while holding this lock leaves plain counters behind; keep using them.
-        self.by_destination
+        self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
 /// One delivery counted in [`InFlight`] until dropped, so a delivery that panics still
-/// gives its destination's room back.
+/// gives its row and its destination's room back.
 struct Slot {
     in_flight: Arc<InFlight>,
-    destination: String,
+    id: i64,
+    destination: Option<String>,
 }
 
 impl Slot {
-    fn take(in_flight: &Arc<InFlight>, destination: &str) -> Slot {
-        in_flight.add(destination);
+    fn take(in_flight: &Arc<InFlight>, item: &OutboxItem) -> Slot {
+        in_flight.add(item);
         Slot {
             in_flight: in_flight.clone(),
-            destination: destination.to_string(),
+            id: item.id,
+            destination: (item.channel == Channel::Callback).then(|| item.destination.clone()),
         }
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.in_flight.remove(&self.destination);
+        self.in_flight.remove(self.id, self.destination.as_deref());
     }
 }
 
@@ -127,7 +155,9 @@ pub async fn deliver_outbox_until_shutdown(shared: Arc<Shared>, mut shutdown: Sh
     let in_flight = Arc::new(InFlight::default());
     let per_destination =
         i32::try_from(shared.config.webhook.per_destination_concurrency).unwrap_or(i32::MAX);
-    let claim_for = Duration::from_millis(shared.config.webhook.timeout_ms) + CLAIM_MARGIN;
+    let claim_for = Duration::from_millis(shared.config.webhook.timeout_ms)
+        + Duration::from_millis(shared.config.database.timeout_ms)
+        + CLAIM_MARGIN;
     let first_wait = shared
         .config
         .webhook
@@ -158,7 +188,7 @@ pub async fn deliver_outbox_until_shutdown(shared: Arc<Shared>, mut shutdown: Sh
         };
         let claimed = items.len();
         for item in items {
-            let slot = Slot::take(&in_flight, &item.destination);
+            let slot = Slot::take(&in_flight, &item);
             let shared = shared.clone();
             tasks.spawn(async move {
                 let _slot = slot;

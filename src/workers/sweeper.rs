@@ -1,7 +1,7 @@
 //! The sweeper: until shutdown, it republishes the wake-ups of polls and advices that are
 //! overdue (their message was lost with a killed worker or a broker), and takes over
 //! transactions whose worker died while sending and whose message went to the dead-letter
-//! queue.
+//! queue, and puts back to work callbacks parked for a URL that has since been enabled.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +28,20 @@ pub async fn sweep_until_shutdown(shared: Arc<Shared>, mut shutdown: Shutdown) {
         wake_lost_polls(&shared).await;
         wake_lost_advices(&shared).await;
         take_over_dead_workers(&shared).await;
+        unpark_enabled_callbacks(&shared).await;
+    }
+}
+
+/// A callback written while its URL was being enabled may have been parked after the
+/// enable put the others back to work: it goes now.
+async fn unpark_enabled_callbacks(shared: &Shared) {
+    match shared.store.unpark_enabled_callbacks().await {
+        Ok(0) => {}
+        Ok(n) => {
+            tracing::info!(callbacks = n, "callbacks of enabled URLs put back to work");
+            shared.outbox_wakeup.notify_one();
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read parked callbacks"),
     }
 }
 

@@ -368,6 +368,13 @@ async fn gone_disables_the_url_until_an_operator_enables_it() {
     )
     .await;
     assert_eq!(disabled, 2);
+    let parked = count_until(
+        &db,
+        "SELECT count(*) FROM outbox WHERE channel = 'callback' AND next_attempt_at = 'infinity'",
+        2,
+    )
+    .await;
+    assert_eq!(parked, 2, "both wait out of the claim's sight");
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(receiver.seen().len(), 1, "a disabled URL is not called");
     let listed = cli(&env, &["callbacks", "disabled"]);
