@@ -321,10 +321,15 @@ fn is_sandbox(config: &Config, provider: &str, url: &str) -> bool {
     })
 }
 
+/// The database, for the operator subcommands.
+async fn open_store(config: &Config) -> anyhow::Result<store::Store> {
+    let sealer = voucher_relay::crypto::Sealer::with_keys(&config.secrets.data_keys);
+    Ok(store::Store::connect(&config.database, sealer).await?)
+}
+
 /// `advices parked` and `advices replay`.
 async fn advices(config: &Config, action: AdvicesAction) -> anyhow::Result<()> {
-    let sealer = voucher_relay::crypto::Sealer::with_keys(&config.secrets.data_keys);
-    let db = store::Store::connect(&config.database, sealer).await?;
+    let db = open_store(config).await?;
     match action {
         AdvicesAction::Parked => {
             let parked = db.parked_advices().await?;
@@ -362,8 +367,7 @@ async fn advices(config: &Config, action: AdvicesAction) -> anyhow::Result<()> {
 /// `callbacks dead|show|replay|disabled|enable`.
 async fn callbacks(config: &Config, action: CallbacksAction) -> anyhow::Result<()> {
     use voucher_relay::store::callbacks::ReplaySelector;
-    let sealer = voucher_relay::crypto::Sealer::with_keys(&config.secrets.data_keys);
-    let db = store::Store::connect(&config.database, sealer).await?;
+    let db = open_store(config).await?;
     let print_lines = |lines: Vec<serde_json::Value>, none: &str| {
         for line in &lines {
             println!("{line}");

@@ -118,21 +118,27 @@ pub(crate) async fn park_disabled(client: &impl GenericClient, url: Option<&str>
     Ok(())
 }
 
+/// Puts back to work the parked callbacks whose URL is no longer disabled. `callbacks
+/// enable` calls it; the sweeper calls it too, for a callback written while its URL was
+/// being enabled.
+async fn unpark_enabled(client: &impl GenericClient) -> Result<u64> {
+    Ok(client
+        .execute(
+            "UPDATE outbox o SET next_attempt_at = now()
+             WHERE o.channel = 'callback' AND o.delivered_at IS NULL AND o.dead_at IS NULL
+               AND o.next_attempt_at = 'infinity'
+               AND NOT EXISTS (SELECT 1 FROM callback_disabled_urls u WHERE u.url = o.target)",
+            &[],
+        )
+        .await?)
+}
+
 impl Store {
-    /// Puts back to work the parked callbacks whose URL is no longer disabled. `callbacks
-    /// enable` calls it; the sweeper calls it too, for a callback written while its URL was
-    /// being enabled.
+    /// Puts back to work the parked callbacks whose URL is no longer disabled: see
+    /// [`unpark_enabled`].
     pub async fn unpark_enabled_callbacks(&self) -> Result<u64> {
         let client = self.pool.get().await?;
-        Ok(client
-            .execute(
-                "UPDATE outbox o SET next_attempt_at = now()
-                 WHERE o.channel = 'callback' AND o.delivered_at IS NULL AND o.dead_at IS NULL
-                   AND o.next_attempt_at = 'infinity'
-                   AND NOT EXISTS (SELECT 1 FROM callback_disabled_urls u WHERE u.url = o.target)",
-                &[],
-            )
-            .await?)
+        unpark_enabled(&**client).await
     }
 
     /// Puts the selected dead callbacks back to work with a fresh schedule. Only dead ones:
@@ -174,7 +180,7 @@ impl Store {
         let removed = client
             .execute("DELETE FROM callback_disabled_urls WHERE url = $1", &[&url])
             .await?;
-        self.unpark_enabled_callbacks().await?;
+        unpark_enabled(&**client).await?;
         let waiting: i64 = client
             .query_one(
                 "SELECT count(*) FROM outbox

@@ -334,14 +334,15 @@ impl Store {
         if after == AfterAttempt::Delivered {
             return self.record_delivered(item, attempt).await;
         }
+        let reason = attempt.reason();
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        if !settle_row(&tx, item, after, &attempt.reason()).await? {
+        if !settle_row(&tx, item, after, &reason).await? {
             return Ok(false);
         }
         log_attempt(&tx, item, attempt).await?;
         match after {
-            AfterAttempt::Delivered => {}
+            AfterAttempt::Delivered | AfterAttempt::Dead { failed: false } => {}
             AfterAttempt::Retry { .. } | AfterAttempt::Dead { failed: true } => {
                 count_failure(&tx, &item.destination, circuit).await?
             }
@@ -352,11 +353,10 @@ impl Store {
                 tx.execute(
                     "INSERT INTO callback_disabled_urls (url, reason) VALUES ($1, $2)
                      ON CONFLICT (url) DO NOTHING",
-                    &[&item.target, &attempt.reason()],
+                    &[&item.target, &reason],
                 )
                 .await?;
             }
-            AfterAttempt::Dead { failed: false } => {}
         }
         match after {
             AfterAttempt::Dead { .. } => self.queue_dead_notice(&tx, item, dead_queue).await?,
@@ -373,9 +373,7 @@ impl Store {
     async fn record_delivered(&self, item: &OutboxItem, attempt: &Attempt) -> Result<bool> {
         let client = self.pool.get().await?;
         let statement = client.prepare_cached(DELIVERED).await?;
-        let status = attempt.status.map(i32::from);
-        let latency_ms = i32::try_from(attempt.latency.as_millis()).unwrap_or(i32::MAX);
-        let dialled = attempt.dialled_ip.map(|ip| ip.to_string());
+        let (status, latency_ms, dialled) = attempt_columns(attempt);
         let row = client
             .query_one(
                 &statement,
@@ -506,11 +504,18 @@ async fn count_failure(tx: &Transaction<'_>, destination: &str, circuit: Circuit
     Ok(())
 }
 
-/// The attempt log line.
+/// An attempt's status, latency and dialled address as the attempt log stores them.
+fn attempt_columns(attempt: &Attempt) -> (Option<i32>, i32, Option<String>) {
+    (
+        attempt.status.map(i32::from),
+        i32::try_from(attempt.latency.as_millis()).unwrap_or(i32::MAX),
+        attempt.dialled_ip.map(|ip| ip.to_string()),
+    )
+}
+
+/// The attempt log line (a delivered one is written by `DELIVERED`).
 async fn log_attempt(tx: &Transaction<'_>, item: &OutboxItem, attempt: &Attempt) -> Result<()> {
-    let status = attempt.status.map(i32::from);
-    let latency_ms = i32::try_from(attempt.latency.as_millis()).unwrap_or(i32::MAX);
-    let dialled = attempt.dialled_ip.map(|ip| ip.to_string());
+    let (status, latency_ms, dialled) = attempt_columns(attempt);
     tx.execute(
         "INSERT INTO callback_attempts (outbox_id, event_id, attempted_at, url, dialled_ip, status,
                                         latency_ms, result, error, response_body)

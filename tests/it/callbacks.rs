@@ -184,6 +184,16 @@ fn delivered(seen: &[Seen]) -> usize {
         .count()
 }
 
+/// Publishes a CSQ purchase (operator 1001: sold at once) whose outcome goes to `callback`.
+async fn buy(env: &TestEnv, command_id: &str, callback: &str) {
+    env.publish(
+        &purchase(command_id, 1001, Some(callback)),
+        None,
+        command_id,
+    )
+    .await;
+}
+
 /// Runs `voucher-relay <args>` against this test's config and database, as an operator would.
 fn cli(env: &TestEnv, args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_voucher-relay"))
@@ -230,12 +240,7 @@ async fn failing_receiver_gets_one_delivery_with_one_webhook_id_every_time() {
     )
     .await;
     let relay = env.start_relay().await;
-    env.publish(
-        &purchase("cb-500", 1001, Some(&receiver.url("/hooks"))),
-        None,
-        "cb",
-    )
-    .await;
+    buy(&env, "cb-500", &receiver.url("/hooks")).await;
     let seen = receiver.until(WAIT, |s| delivered(s) == 1).await;
     assert_eq!(seen.len(), 4, "three 500s, then a 200");
     let id = seen[0].webhook_id();
@@ -289,24 +294,13 @@ async fn retry_after_pauses_its_destination_while_another_keeps_receiving() {
     .await;
     let other = Receiver::start("127.0.0.2", vec![], Answer::status(200)).await;
     let relay = env.start_relay().await;
-    env.publish(
-        &purchase("ra-1", 1001, Some(&slow_down.url("/a"))),
-        None,
-        "ra-1",
-    )
-    .await;
+    buy(&env, "ra-1", &slow_down.url("/a")).await;
     let first = slow_down.until(WAIT, |s| !s.is_empty()).await;
     assert_eq!(first[0].status, 429);
     // A second command to the paused destination, and two to another one.
-    env.publish(
-        &purchase("ra-2", 1001, Some(&slow_down.url("/a"))),
-        None,
-        "ra-2",
-    )
-    .await;
+    buy(&env, "ra-2", &slow_down.url("/a")).await;
     for id in ["rb-1", "rb-2"] {
-        env.publish(&purchase(id, 1001, Some(&other.url("/b"))), None, id)
-            .await;
+        buy(&env, id, &other.url("/b")).await;
     }
     let b = other.until(WAIT, |s| delivered(s) == 2).await;
     assert_eq!(delivered(&b), 2, "the other destination keeps receiving");
@@ -353,11 +347,9 @@ async fn gone_disables_the_url_until_an_operator_enables_it() {
     let url = receiver.url("/gone");
     let relay = env.start_relay().await;
     let mut events = env.event_queue("#").await;
-    env.publish(&purchase("g-1", 1001, Some(&url)), None, "g-1")
-        .await;
+    buy(&env, "g-1", &url).await;
     receiver.until(WAIT, |s| !s.is_empty()).await;
-    env.publish(&purchase("g-2", 1001, Some(&url)), None, "g-2")
-        .await;
+    buy(&env, "g-2", &url).await;
     crate::harness::next_outcomes(&mut events, 2, WAIT).await;
     // Both wait, visibly, and nothing more reaches the URL.
     let db = env.db().await;
@@ -402,12 +394,7 @@ async fn a_receiver_down_for_the_whole_schedule_goes_dead_and_replay_delivers() 
     let receiver = Receiver::start("127.0.0.2", vec![], Answer::status(503)).await;
     let relay = env.start_relay().await;
     let mut events = env.event_queue("#").await;
-    env.publish(
-        &purchase("dead-1", 1001, Some(&receiver.url("/down"))),
-        None,
-        "dead-1",
-    )
-    .await;
+    buy(&env, "dead-1", &receiver.url("/down")).await;
     let (_, outcome) = crate::harness::next_outcomes(&mut events, 1, WAIT)
         .await
         .remove(0);
@@ -500,15 +487,9 @@ async fn internal_addresses_are_refused_in_every_spelling_and_redirects_are_not_
     let relay = env.start_relay().await;
     let mut events = env.event_queue("#").await;
     for (i, url) in refused.iter().enumerate() {
-        env.publish(&purchase(&format!("ssrf-{i}"), 1001, Some(url)), None, "s")
-            .await;
+        buy(&env, &format!("ssrf-{i}"), url).await;
     }
-    env.publish(
-        &purchase("redirect", 1001, Some(&allowed.url("/hooks"))),
-        None,
-        "r",
-    )
-    .await;
+    buy(&env, "redirect", &allowed.url("/hooks")).await;
     // Every outcome is still published on voucher.events.
     let outcomes = crate::harness::next_outcomes(&mut events, refused.len() + 1, WAIT).await;
     assert_eq!(outcomes.len(), refused.len() + 1);
@@ -573,15 +554,13 @@ async fn a_slow_receiver_does_not_delay_a_fast_one() {
     let relay = env.start_relay().await;
     for i in 0..4 {
         let id = format!("slow-{i}");
-        env.publish(&purchase(&id, 1001, Some(&slow.url("/slow"))), None, &id)
-            .await;
+        buy(&env, &id, &slow.url("/slow")).await;
     }
     slow.until(WAIT, |s| s.len() == 2).await;
     let fast_from = Instant::now();
     for i in 0..3 {
         let id = format!("fast-{i}");
-        env.publish(&purchase(&id, 1001, Some(&fast.url("/fast"))), None, &id)
-            .await;
+        buy(&env, &id, &fast.url("/fast")).await;
     }
     let got = fast.until(WAIT, |s| delivered(s) == 3).await;
     assert_eq!(delivered(&got), 3);
@@ -608,12 +587,7 @@ async fn two_signatures_during_a_rotation_each_verify_with_their_own_secret() {
     env.config.secrets.webhook_signing_secret = format!("{new} {SECRET}");
     let receiver = Receiver::start("127.0.0.2", vec![], Answer::status(200)).await;
     let relay = env.start_relay().await;
-    env.publish(
-        &purchase("rot-1", 1001, Some(&receiver.url("/r"))),
-        None,
-        "rot",
-    )
-    .await;
+    buy(&env, "rot-1", &receiver.url("/r")).await;
     let seen = receiver.until(WAIT, |s| delivered(s) == 1).await;
     let header = seen[0].headers["webhook-signature"].to_str().unwrap();
     assert_eq!(header.split(' ').count(), 2, "{header}");
@@ -661,8 +635,7 @@ async fn callbacks_in_flight_at_a_sigkill_are_delivered_afterwards() {
     let mut child = env.spawn_relay_process().await;
     for i in 0..5 {
         let id = format!("kill-{i}");
-        env.publish(&purchase(&id, 1001, Some(&receiver.url("/k"))), None, &id)
-            .await;
+        buy(&env, &id, &receiver.url("/k")).await;
     }
     receiver.until(WAIT, |s| s.len() == 5).await;
     child.kill().expect("SIGKILL");
@@ -702,8 +675,7 @@ async fn an_open_circuit_holds_deliveries_without_using_their_retries() {
     let mut events = env.event_queue("#").await;
     for i in 0..3 {
         let id = format!("cir-{i}");
-        env.publish(&purchase(&id, 1001, Some(&receiver.url("/c"))), None, &id)
-            .await;
+        buy(&env, &id, &receiver.url("/c")).await;
     }
     crate::harness::next_outcomes(&mut events, 3, WAIT).await;
     receiver.until(WAIT, |s| s.len() >= 2).await;
