@@ -52,6 +52,9 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub webhook: WebhookConfig,
     pub admin: AdminConfig,
+    /// Crash recovery and shutdown; every key has a default.
+    #[serde(default)]
+    pub recovery: RecoveryConfig,
     #[serde(default)]
     pub exchanges: Vec<ExchangeConfig>,
     #[serde(default)]
@@ -224,6 +227,28 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+}
+
+/// How the relay recovers from what it cannot see through: a request that never arrived,
+/// and its own shutdown.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecoveryConfig {
+    /// How many times a command the provider never received is sent again (under a fresh
+    /// reference) before it ends `failed` (`not_applied`).
+    pub resend_budget: u32,
+    /// On SIGTERM or SIGINT: how long the work in flight may take to finish before what is
+    /// left is handed back to the broker.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for RecoveryConfig {
+    fn default() -> Self {
+        RecoveryConfig {
+            resend_budget: 3,
+            shutdown_grace_ms: 20_000,
+        }
+    }
 }
 
 /// The AMQP exchange types the relay declares.

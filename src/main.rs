@@ -252,10 +252,18 @@ async fn run_relay(config: Config) -> anyhow::Result<()> {
     let admin_task = tokio::spawn(admin::serve(listen, metrics, relay.shutdown()));
     tracing::info!(admin = %listen, "voucher-relay running");
     wait_for_signal().await;
-    tracing::info!("stopping: finishing commands in flight");
-    relay.stop().await;
+    let grace_ms = relay.shared.config.recovery.shutdown_grace_ms;
+    tracing::info!(
+        grace_ms,
+        "stopping: taking no new work, finishing what is in flight (a second signal stops at once)"
+    );
+    tokio::select! {
+        _ = relay.stop() => tracing::info!("stopped"),
+        // Leaving now is safe: unacked messages go back to the broker when the connections
+        // close, and this process's claims are taken over once its liveness lock is gone.
+        _ = wait_for_signal() => tracing::warn!("second signal: stopped at once; the work in flight goes back to the broker"),
+    }
     admin_task.abort();
-    tracing::info!("stopped");
     Ok(())
 }
 

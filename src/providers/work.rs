@@ -132,6 +132,10 @@ pub struct PollJob {
     pub refs: Option<Value>,
     /// What the provider returned before, if the transaction is waiting.
     pub partial: Option<Value>,
+    /// How long ago the transaction's last request was sent (`None`: never sent, or a row
+    /// from before this was kept). A provider's "unknown reference" proves the request
+    /// never arrived only once the request's own timeout is past.
+    pub since_sent: Option<Duration>,
 }
 
 /// What one poll came to.
@@ -148,6 +152,11 @@ pub enum PollStep {
     Wait(Box<Waiting>),
     /// Not final yet: ask again later.
     Again,
+    /// Not final yet: ask again after this long (no later than the deadline).
+    AgainAfter(Duration),
+    /// The provider shows the request never arrived: send the command again under a fresh
+    /// reference, within the relay's resend budget. The reason is for the record.
+    Resend(String),
     /// The poll cannot be asked (its row lacks what the provider needs): set aside for
     /// operators, the transaction left waiting, never finished by guesswork.
     Park(String),

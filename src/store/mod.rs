@@ -9,6 +9,8 @@ pub mod callbacks;
 pub mod outbox;
 pub mod outcomes;
 pub mod polls;
+pub mod processes;
+pub mod resend;
 pub mod state;
 pub mod transactions;
 

@@ -19,8 +19,12 @@ pub struct ReplyTarget {
     pub callback_url: String,
 }
 
-/// Registers `t` as waiting for the outcome of `id`.
+/// Registers `t` as waiting for the outcome of `id`; a target that asks for nothing (a
+/// command sent again by the relay, say) is not recorded.
 pub(crate) async fn add_target(tx: &Transaction<'_>, id: Uuid, t: &ReplyTarget) -> Result<()> {
+    if t.reply_to.is_empty() && t.callback_url.is_empty() {
+        return Ok(());
+    }
     tx.execute(
         "INSERT INTO reply_targets (transaction_id, reply_to, correlation_id, callback_url)
          VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",

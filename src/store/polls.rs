@@ -104,7 +104,8 @@ impl Store {
                  RETURNING p.purpose, p.attempts, p.deadline <= now() AS past_deadline,
                            GREATEST(EXTRACT(EPOCH FROM (p.deadline - now())), 0)::float8 AS deadline_left,
                            t.state, t.source, t.command_id, t.kind, t.provider,
-                           t.provider_ref, t.local_reference, t.partial_sealed",
+                           t.provider_ref, t.local_reference, t.partial_sealed,
+                           EXTRACT(EPOCH FROM (now() - t.sent_at))::float8 AS since_sent",
                 &[&id, &lease.as_secs_f64(), &token],
             )
             .await?;
@@ -138,6 +139,9 @@ impl Store {
                 local_reference: row.get("local_reference"),
                 refs: row.get("provider_ref"),
                 partial,
+                since_sent: row
+                    .get::<_, Option<f64>>("since_sent")
+                    .map(|s| Duration::from_secs_f64(s.max(0.0))),
             },
             token,
             state: TxState::parse(row.get("state"))?,

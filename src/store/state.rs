@@ -75,6 +75,7 @@ impl TxState {
                 | (Sending, Unknown)
                 | (Sending, AwaitingData)
                 | (Sending, AwaitingDraw)
+                | (Unknown, Received)
                 | (Unknown, Completed)
                 | (Unknown, AwaitingData)
                 | (Unknown, AwaitingDraw)
@@ -144,5 +145,7 @@ mod tests {
         assert!(!Completed.allows(Sending));
         assert!(!Received.allows(Completed));
         assert!(!Unknown.allows(Sending));
+        // Proved never to have arrived: sent again from the start.
+        assert!(Unknown.allows(Received));
     }
 }

@@ -14,6 +14,8 @@ use super::advices;
 use super::outbox::{self, Channel};
 use super::outcomes::{ReplyTarget, add_target, queue_for_target, queue_for_waiting};
 use super::polls;
+use super::processes::{GRACE, ProcessId};
+use super::resend::{Resend, send_again};
 use super::state::{TxState, audit, transition};
 use crate::command::{Outcome, Rejection, Status, Subject};
 use crate::error::Result;
@@ -34,6 +36,10 @@ pub struct NewTransaction<'a> {
     pub local_reference: bool,
     /// The provider's own references, kept for its polls.
     pub refs: Option<Value>,
+    /// The command as received, and its routing key: kept (sealed) so a request that
+    /// provably never arrived can be sent again.
+    pub command: &'a [u8],
+    pub routing_key: &'a str,
 }
 
 /// What intake found for a command.
@@ -59,7 +65,17 @@ pub struct TxRef {
 }
 
 /// What the audit trail says of a worker that died while sending.
-pub const LOST_WORKER: &str = "lease expired; the worker is gone";
+pub const LOST_WORKER: &str = "the worker holding it is gone";
+
+/// Whether a `sending` row is held: while the process that claimed it is alive (see
+/// [`processes`](super::processes)); a row claimed before liveness existed, while its
+/// lease runs. `grace` is the SQL parameter holding [`GRACE`] in seconds.
+fn held_sql(grace: &str) -> String {
+    format!(
+        "(CASE WHEN lease_owner IS NOT NULL THEN relay_process_alive(lease_owner, {grace})
+              ELSE lease_until > now() END)"
+    )
+}
 
 /// The one way an outcome becomes unknown, inside the caller's database transaction:
 /// `from -> unknown` with its resolve poll, or `from -> reversing` with its reversal, as
@@ -104,9 +120,10 @@ impl Store {
         target: &ReplyTarget,
         on_lost: Option<&UnknownPlan>,
     ) -> Result<Intake> {
+        let sealed = self.sealer.seal(new.command);
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let result = match insert_new(&tx, new, target).await? {
+        let result = match insert_new(&tx, new, &sealed, target).await? {
             Some(r) => Intake::New(r),
             None => self.intake_existing(&tx, new, target, on_lost).await?,
         };
@@ -122,13 +139,14 @@ impl Store {
         target: &ReplyTarget,
         on_lost: Option<&UnknownPlan>,
     ) -> Result<Intake> {
+        let sql = format!(
+            "SELECT id, state, local_reference, {} AS leased, outcome_sealed, kind, provider
+             FROM transactions WHERE source = $1 AND command_id = $2 FOR UPDATE",
+            held_sql("$3")
+        );
+        let grace = GRACE.as_secs_f64();
         let row = tx
-            .query_one(
-                "SELECT id, state, local_reference, lease_until > now() AS leased, outcome_sealed,
-                        kind, provider
-                 FROM transactions WHERE source = $1 AND command_id = $2 FOR UPDATE",
-                &[&new.source, &new.command_id],
-            )
+            .query_one(&sql, &[&new.source, &new.command_id, &grace])
             .await?;
         let r = TxRef {
             id: row.get("id"),
@@ -168,19 +186,21 @@ impl Store {
         Ok(Intake::Pending(r, state))
     }
 
-    /// Takes the lease to send the provider request: `received -> sending`. Returns the
-    /// attempt number, or `None` if another worker got there first.
-    pub async fn claim(&self, id: Uuid, lease: Duration) -> Result<Option<i32>> {
+    /// Takes the transaction for this process (`owner`) to send the provider request:
+    /// `received -> sending`. Returns the attempt number, or `None` if another worker got
+    /// there first. `lease` is only for operators reading the row: liveness decides.
+    pub async fn claim(&self, id: Uuid, lease: Duration, owner: ProcessId) -> Result<Option<i32>> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let secs = lease.as_secs_f64();
         let row = tx
             .query_opt(
                 "UPDATE transactions SET state = 'sending', attempts = attempts + 1,
-                     lease_until = now() + make_interval(secs => $2), updated_at = now()
+                     lease_until = now() + make_interval(secs => $2), lease_owner = $3,
+                     sent_at = now(), updated_at = now()
                  WHERE id = $1 AND state = 'received'
                  RETURNING attempts",
-                &[&id, &secs],
+                &[&id, &secs, &owner.id],
             )
             .await?;
         let attempt = row.map(|r| r.get::<_, i32>(0));
@@ -380,24 +400,19 @@ impl Store {
         Ok((id, outcome.event_id))
     }
 
-    /// Transactions of `providers` whose worker died while sending more than `grace` ago,
-    /// and whose message will not come back (it went to the dead-letter queue): id, kind,
-    /// provider. At most 100 at a time. Only the providers this relay runs: another
-    /// provider's rows are for a relay that runs it, and must not hold these back.
-    pub async fn expired_leases(
-        &self,
-        grace: Duration,
-        providers: &[&str],
-    ) -> Result<Vec<(Uuid, String, String)>> {
+    /// Transactions of `providers` whose worker died while sending: id, kind, provider.
+    /// At most 100 at a time. Only the providers this relay runs: another provider's rows
+    /// are for a relay that runs it, and must not hold these back.
+    pub async fn lost_sends(&self, providers: &[&str]) -> Result<Vec<(Uuid, String, String)>> {
         let client = self.pool.get().await?;
+        let sql = format!(
+            "SELECT id, kind, provider FROM transactions
+             WHERE state = 'sending' AND provider = ANY($1) AND NOT {}
+             ORDER BY updated_at LIMIT 100",
+            held_sql("$2")
+        );
         let rows = client
-            .query(
-                "SELECT id, kind, provider FROM transactions
-                 WHERE state = 'sending' AND lease_until < now() - make_interval(secs => $1)
-                   AND provider = ANY($2)
-                 ORDER BY lease_until LIMIT 100",
-                &[&grace.as_secs_f64(), &providers],
-            )
+            .query(&sql, &[&providers, &GRACE.as_secs_f64()])
             .await?;
         Ok(rows
             .iter()
@@ -405,33 +420,40 @@ impl Store {
             .collect())
     }
 
-    /// Takes over a transaction whose lease expired more than `grace` ago. A financial one
-    /// (with the provider's `plan`) may have been applied: its outcome is unknown. A read
-    /// ends `failed` (`interrupted`), since asking again needs the command again. Returns
-    /// the new state, or `None` if another worker moved it meanwhile.
+    /// Takes over a transaction whose worker died while sending. A financial one (with
+    /// the provider's `plan`) may have been applied: its outcome is unknown. A read is
+    /// asked again (`received`, and [`Lost::Resend`] says what to publish); one kept from
+    /// before V8, without its command, ends `failed` (`interrupted`). `None` if another
+    /// worker moved it meanwhile.
     pub async fn take_over_lost(
         &self,
         id: Uuid,
-        grace: Duration,
         plan: Option<&UnknownPlan>,
-    ) -> Result<Option<TxState>> {
+    ) -> Result<Option<Lost>> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let row = tx
-            .query_opt(
-                "SELECT command_id, source, kind, provider FROM transactions
-                 WHERE id = $1 AND state = 'sending'
-                   AND lease_until < now() - make_interval(secs => $2)
-                 FOR UPDATE SKIP LOCKED",
-                &[&id, &grace.as_secs_f64()],
-            )
-            .await?;
+        let sql = format!(
+            "SELECT command_id, source, kind, provider, command_sealed, routing_key
+             FROM transactions
+             WHERE id = $1 AND state = 'sending' AND NOT {}
+             FOR UPDATE SKIP LOCKED",
+            held_sql("$2")
+        );
+        let row = tx.query_opt(&sql, &[&id, &GRACE.as_secs_f64()]).await?;
         let Some(row) = row else {
             return Ok(None);
         };
-        let moved = match plan {
-            Some(plan) => take_unknown(&tx, id, TxState::Sending, LOST_WORKER, plan).await?,
-            None => {
+        let moved = match (plan, row.get::<_, Option<Vec<u8>>>("command_sealed")) {
+            (Some(plan), _) => take_unknown(&tx, id, TxState::Sending, LOST_WORKER, plan)
+                .await?
+                .map(Lost::Unknown),
+            (None, Some(_)) => {
+                let why = "the worker reading it is gone; asking again";
+                send_again(&tx, &self.sealer, id, TxState::Sending, why)
+                    .await?
+                    .map(Lost::Resend)
+            }
+            (None, None) => {
                 let subject = Subject {
                     command_id: row.get(0),
                     source: row.get(1),
@@ -450,7 +472,7 @@ impl Store {
                 let done = self
                     .complete_in(&tx, id, TxState::Sending, &outcome)
                     .await?;
-                done.then_some(TxState::Completed)
+                done.then_some(Lost::Failed)
             }
         };
         tx.commit().await?;
@@ -458,20 +480,33 @@ impl Store {
     }
 }
 
+/// What taking over from a dead worker came to.
+#[derive(Debug)]
+pub enum Lost {
+    /// A financial request: its outcome is unknown (resolving or reversing).
+    Unknown(TxState),
+    /// A read, asked again: publish this.
+    Resend(Resend),
+    /// A read kept from before the command was stored: it ended `failed`.
+    Failed,
+}
+
 /// Inserts a command seen for the first time, with its target and audit row; `None` if
 /// its key exists.
 async fn insert_new(
     tx: &Transaction<'_>,
     new: &NewTransaction<'_>,
+    command_sealed: &[u8],
     target: &ReplyTarget,
 ) -> Result<Option<TxRef>> {
     let id = Uuid::now_v7();
     let inserted = tx
         .query_opt(
             "INSERT INTO transactions
-                 (id, source, command_id, kind, provider, state, params_masked, provider_ref, local_reference)
+                 (id, source, command_id, kind, provider, state, params_masked, provider_ref,
+                  local_reference, command_sealed, routing_key)
              VALUES ($1, $2, $3, $4, $5, 'received', $6, $7,
-                     CASE WHEN $8 THEN nextval('local_reference_seq')::integer END)
+                     CASE WHEN $8 THEN nextval('local_reference_seq')::integer END, $9, $10)
              ON CONFLICT (source, command_id) DO NOTHING
              RETURNING local_reference",
             &[
@@ -483,6 +518,8 @@ async fn insert_new(
                 &new.params_masked,
                 &new.refs,
                 &new.local_reference,
+                &command_sealed,
+                &new.routing_key,
             ],
         )
         .await?;

@@ -34,6 +34,7 @@ use crate::providers::{Action, Exchange, Provider, Step, parse_command};
 use crate::retry::{publish_in_tier, until_done};
 use crate::store::ReplyTarget;
 use crate::store::TxState;
+use crate::store::resend::RESEND_HEADER;
 use crate::store::transactions::{Intake, LOST_WORKER, NewTransaction, TxRef};
 
 /// Attempts after which a provider that never answered makes the command `failed`.
@@ -113,8 +114,15 @@ async fn intake(
         params_masked: mask_json(&info.audit_params()),
         local_reference,
         refs,
+        command: &delivery.data,
+        routing_key: delivery.routing_key.as_str(),
     };
-    let target = reply_target(delivery, cmd.callback_url.as_deref());
+    // A command the relay published again has its targets registered already.
+    let target = if is_resend(delivery) {
+        ReplyTarget::default()
+    } else {
+        reply_target(delivery, cmd.callback_url.as_deref())
+    };
     let on_lost = provider
         .has_financial_effect(info.kind())
         .then(|| plan_for_unknown(shared, provider, info.kind(), LOST_WORKER));
@@ -146,6 +154,14 @@ async fn intake(
             delay(shared, delivery, 0).await.map(|()| None)
         }
     }
+}
+
+fn is_resend(delivery: &Delivery) -> bool {
+    delivery
+        .properties
+        .headers()
+        .as_ref()
+        .is_some_and(|h| h.inner().keys().any(|k| k.as_str() == RESEND_HEADER))
 }
 
 fn reply_target(delivery: &Delivery, callback_url: Option<&str>) -> ReplyTarget {
@@ -213,7 +229,8 @@ async fn delay(shared: &Shared, delivery: &Delivery, tier: usize) -> Result<(), 
 /// Claims the command, asks the provider once, and acts on what that came to.
 async fn execute(shared: &Shared, job: &Job<'_>) -> Result<(), RelayError> {
     let lease = job.provider.limits().lease();
-    let Some(attempt) = until_done("claim", || shared.store.claim(job.r.id, lease)).await? else {
+    let claim = || shared.store.claim(job.r.id, lease, shared.process);
+    let Some(attempt) = until_done("claim", claim).await? else {
         tracing::info!("another worker claimed this command first");
         return Ok(());
     };

@@ -15,14 +15,15 @@ use lapin::message::Delivery;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::shared::Shared;
-use crate::broker::publisher::json_properties;
+use super::shared::{Shared, count_outcome};
+use crate::broker::publisher::{json_properties, with_header};
 use crate::command::Subject;
 use crate::error::RelayError;
 use crate::providers::Provider;
 use crate::providers::work::{UnknownPlan, Waiting};
 use crate::retry::{publish_after, until_done};
 use crate::store::TxState;
+use crate::store::resend::{RESEND_HEADER, Resend, SendAgain};
 
 /// The provider's plan for an unknown outcome of `kind`, its first wait filled in.
 pub fn plan_for_unknown(
@@ -158,6 +159,40 @@ pub async fn wake_advice_now(shared: &Shared, provider: &str, id: Uuid) -> Resul
             .publish_routed("", &queue, &body, json_properties())
     })
     .await
+}
+
+/// Publishes a command the relay sends again to the commands exchange, marked so that it
+/// registers no reply target of its own, retrying while the broker is away. If this
+/// process dies before it is confirmed, the sweeper publishes it again.
+pub async fn publish_resend(shared: &Shared, resend: &Resend) -> Result<(), RelayError> {
+    tracing::warn!(transaction_id = %resend.transaction_id, "the provider never received it; sending it again under a fresh reference");
+    metrics::counter!("voucher_resends_total").increment(1);
+    let exchange = shared.config.name(&shared.config.broker.commands_exchange);
+    let id = resend.transaction_id.to_string();
+    let props = with_header(json_properties(), RESEND_HEADER, &id);
+    until_done("publish the command again", || {
+        shared
+            .publisher
+            .publish_routed(&exchange, &resend.routing_key, &resend.body, props.clone())
+    })
+    .await
+}
+
+/// What a "never arrived" answer came to, acted on: the command published again, or the
+/// outcome it ended with counted.
+pub async fn act_on_send_again(
+    shared: &Shared,
+    result: Option<SendAgain>,
+) -> Result<(), RelayError> {
+    match result {
+        Some(SendAgain::Resend(resend)) => publish_resend(shared, &resend).await,
+        Some(SendAgain::Exhausted(outcome)) => {
+            count_outcome(&outcome, "never received after every resend");
+            shared.outbox_wakeup.notify_one();
+            Ok(())
+        }
+        None => Ok(()),
+    }
 }
 
 /// A wake-up message for the polls or advices of `id`.

@@ -14,6 +14,7 @@ pub mod callbacks;
 pub mod consumer;
 pub mod executor;
 pub mod follow_up;
+pub mod liveness;
 pub mod poller;
 pub mod relay;
 pub mod shared;

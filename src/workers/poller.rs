@@ -75,7 +75,18 @@ async fn poll_once(shared: &Shared, id: Uuid) -> Result<(), RelayError> {
         .await?;
     }
     match step {
-        PollStep::Again => reschedule(shared, &claimed).await,
+        PollStep::Again => reschedule(shared, &claimed, None).await,
+        PollStep::AgainAfter(wait) => reschedule(shared, &claimed, Some(wait)).await,
+        PollStep::Resend(why) => {
+            let budget = shared.config.recovery.resend_budget;
+            let resend = until_done("send again", || {
+                shared
+                    .store
+                    .resend_unapplied(id, claimed.state, budget, &why, &job.subject)
+            })
+            .await?;
+            follow_up::act_on_send_again(shared, resend).await
+        }
         PollStep::Park(why) => Err(RelayError::Corrupt(why)),
         PollStep::Wait(waiting) => {
             follow_up::start_waiting(shared, id, claimed.state, *waiting, &job.subject).await
@@ -103,13 +114,16 @@ async fn poll_once(shared: &Shared, id: Uuid) -> Result<(), RelayError> {
     }
 }
 
-/// Not final yet: poll again after the next delay tier, but never past the deadline, so the
-/// last poll comes on time.
-async fn reschedule(shared: &Shared, claimed: &ClaimedPoll) -> Result<(), RelayError> {
+/// Not final yet: poll again after `wait` (the provider's choice) or else the next delay
+/// tier, but never past the deadline, so the last poll comes on time.
+async fn reschedule(
+    shared: &Shared,
+    claimed: &ClaimedPoll,
+    wait: Option<Duration>,
+) -> Result<(), RelayError> {
     let job = &claimed.job;
-    let wait = shared
-        .tiers()
-        .wait_before(job.attempt + 1)
+    let wait = wait
+        .unwrap_or_else(|| shared.tiers().wait_before(job.attempt + 1))
         .min(claimed.deadline_left.max(Duration::from_millis(100)));
     tracing::info!(
         purpose = %job.purpose,

@@ -9,7 +9,7 @@ use tokio::task::JoinSet;
 
 use super::consumer::consume_supervised;
 use super::shared::Shared;
-use super::{advice, callbacks, executor, poller, sweeper};
+use super::{advice, callbacks, executor, liveness, poller, sweeper};
 use crate::broker::{self, Publisher, topology};
 use crate::config::Config;
 use crate::crypto::Sealer;
@@ -23,6 +23,8 @@ use crate::webhook::{Deliverer, SigningKeys};
 pub struct Relay {
     trigger: ShutdownTrigger,
     tasks: JoinSet<()>,
+    /// Stops the liveness heartbeat, last: until then this process owns what it claimed.
+    liveness: (ShutdownTrigger, tokio::task::JoinHandle<()>),
     pub shared: Arc<Shared>,
 }
 
@@ -30,7 +32,10 @@ impl Relay {
     /// Migrates the database, declares the topology, and starts the workers. Fails fast, with
     /// a message naming the service, if PostgreSQL or RabbitMQ cannot be reached.
     pub async fn start(config: Config) -> anyhow::Result<Relay> {
-        let shared = Arc::new(connect(config).await?);
+        let (shared, liveness_store) = connect(config).await?;
+        let shared = Arc::new(shared);
+        let (alive_trigger, alive) = crate::shutdown::channel();
+        let liveness = tokio::spawn(liveness::keep_alive(liveness_store, shared.process, alive));
         let (trigger, shutdown) = crate::shutdown::channel();
         let mut tasks = JoinSet::new();
         spawn_consumers(&mut tasks, &shared, &shutdown);
@@ -45,15 +50,39 @@ impl Relay {
         Ok(Relay {
             trigger,
             tasks,
+            liveness: (alive_trigger, liveness),
             shared,
         })
     }
 
-    /// Stops taking work, lets handlers in flight finish, and waits for every task.
-    pub async fn stop(mut self) {
+    /// [`stop_within`](Self::stop_within) the configured grace period.
+    pub async fn stop(self) {
+        let grace = Duration::from_millis(self.shared.config.recovery.shutdown_grace_ms);
+        self.stop_within(grace).await;
+    }
+
+    /// Stops taking work and lets the handlers in flight finish, for `grace` at most.
+    /// Handlers still running then are cut off: their messages go back to the broker
+    /// unacked, and what they had claimed is taken over by the other processes (or by
+    /// this relay's next start) as soon as this process is marked stopped.
+    pub async fn stop_within(mut self, grace: Duration) {
         self.trigger.trigger();
-        while self.tasks.join_next().await.is_some() {}
+        let finished = tokio::time::timeout(grace, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if finished.is_err() {
+            tracing::warn!(
+                grace_ms = grace.as_millis() as u64,
+                "grace period over: handing back the work still in flight"
+            );
+            self.tasks.abort_all();
+            while self.tasks.join_next().await.is_some() {}
+        }
         self.shared.publisher.close().await;
+        let (alive, heartbeat) = self.liveness;
+        alive.trigger();
+        let _ = heartbeat.await;
     }
 
     /// A listener for the relay's shutdown, for tasks started beside it.
@@ -67,7 +96,7 @@ const OUTBOX_POOL: usize = 6;
 
 /// Everything the workers share: the database, the topology, the publisher and the
 /// enabled providers.
-async fn connect(config: Config) -> anyhow::Result<Shared> {
+async fn connect(config: Config) -> anyhow::Result<(Shared, Store)> {
     store::migrate(&config.database).await?;
     let store = Store::connect(
         &config.database,
@@ -100,12 +129,22 @@ async fn connect(config: Config) -> anyhow::Result<Shared> {
     };
     let outbox_store =
         Store::connect(&outbox_db, Sealer::with_keys(&config.secrets.data_keys)).await?;
+    // Liveness holds its advisory lock on one connection of its own (see
+    // `store::processes`), so a pool of exactly one.
+    let liveness_db = crate::config::DatabaseConfig {
+        pool_size: 1,
+        ..config.database.clone()
+    };
+    let liveness_store =
+        Store::connect(&liveness_db, Sealer::with_keys(&config.secrets.data_keys)).await?;
+    let process = store.register_process().await?;
+    tracing::info!(process = %process.id, "registered; other processes take over its work only once it is gone");
     let providers = Registry::build(
         &config.providers,
         &config.secrets.provider_credentials,
         Some(limiter.pool),
     )?;
-    Ok(Shared {
+    let shared = Shared {
         config,
         store,
         outbox_store,
@@ -113,7 +152,9 @@ async fn connect(config: Config) -> anyhow::Result<Shared> {
         providers,
         deliverer,
         outbox_wakeup: Notify::new(),
-    })
+        process,
+    };
+    Ok((shared, liveness_store))
 }
 
 /// One consumer per queue: each provider's commands, and its polls and advices if it has

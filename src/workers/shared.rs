@@ -10,6 +10,7 @@ use crate::providers::work::PollPlan;
 use crate::providers::{Provider, Registry};
 use crate::retry::Tiers;
 use crate::store::Store;
+use crate::store::processes::ProcessId;
 use crate::webhook::Deliverer;
 
 /// What every worker task shares.
@@ -25,6 +26,8 @@ pub struct Shared {
     pub deliverer: Deliverer,
     /// Wakes the callback worker when an outcome was just committed.
     pub outbox_wakeup: Notify,
+    /// This process, as registered: it owns what it claims while it lives.
+    pub process: ProcessId,
 }
 
 impl Shared {

@@ -1,34 +1,59 @@
-//! The sweeper: until shutdown, it republishes the wake-ups of polls and advices that are
-//! overdue (their message was lost with a killed worker or a broker), and takes over
-//! transactions whose worker died while sending and whose message went to the dead-letter
-//! queue, and puts back to work callbacks parked for a URL that has since been enabled.
+//! The sweeper: until shutdown, it takes over transactions whose worker died while
+//! sending (every second: a dead process is seen within seconds, see
+//! [`crate::store::processes`]), and every 15 s republishes the wake-ups of polls and
+//! advices that are overdue (their message was lost with a killed worker or a broker),
+//! republishes commands sent again whose message was lost, and puts back to work callbacks
+//! parked for a URL that has since been enabled.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
 use super::follow_up::{self, Wake, plan_for_unknown};
 use super::shared::Shared;
 use crate::shutdown::Shutdown;
-use crate::store::transactions::LOST_WORKER;
+use crate::store::transactions::{LOST_WORKER, Lost};
 
-/// A poll, an advice or a lease this late has lost its worker or its wake-up message.
+/// A poll, an advice or a resent command this late has lost its wake-up message.
 const OVERDUE: Duration = Duration::from_secs(60);
-/// How often the sweeper looks.
+/// How often the sweeper looks for lost wake-ups.
 const SWEEP_EVERY: Duration = Duration::from_secs(15);
+/// How often it looks for work held by dead processes.
+const TAKEOVER_EVERY: Duration = Duration::from_secs(1);
 
-/// Sweeps every [`SWEEP_EVERY`] until shutdown.
+/// Sweeps until shutdown.
 pub async fn sweep_until_shutdown(shared: Arc<Shared>, mut shutdown: Shutdown) {
+    let mut last_sweep = Instant::now();
     loop {
         tokio::select! {
             _ = shutdown.wait() => return,
-            _ = tokio::time::sleep(SWEEP_EVERY) => {}
+            _ = tokio::time::sleep(TAKEOVER_EVERY) => {}
         }
+        take_over_dead_workers(&shared).await;
+        if last_sweep.elapsed() < SWEEP_EVERY {
+            continue;
+        }
+        last_sweep = Instant::now();
         wake_lost_polls(&shared).await;
         wake_lost_advices(&shared).await;
-        take_over_dead_workers(&shared).await;
+        republish_lost_resends(&shared).await;
         unpark_enabled_callbacks(&shared).await;
+    }
+}
+
+/// A command sent again whose message never came back (the process died before the
+/// publish was confirmed): published again. A second copy is harmless: the claim decides.
+async fn republish_lost_resends(shared: &Shared) {
+    let names = shared.providers.names();
+    let lost = match shared.store.lost_resends(OVERDUE, &names).await {
+        Ok(lost) => lost,
+        Err(e) => return tracing::warn!(error = %e, "cannot read resent commands"),
+    };
+    for resend in lost {
+        if let Err(e) = follow_up::publish_resend(shared, &resend).await {
+            tracing::warn!(transaction_id = %resend.transaction_id, error = %e, "could not publish the command again");
+        }
     }
 }
 
@@ -75,11 +100,11 @@ async fn wake_lost_advices(shared: &Shared) {
 
 async fn take_over_dead_workers(shared: &Shared) {
     let names = shared.providers.names();
-    let expired = match shared.store.expired_leases(OVERDUE, &names).await {
-        Ok(expired) => expired,
-        Err(e) => return tracing::warn!(error = %e, "cannot read expired leases"),
+    let lost = match shared.store.lost_sends(&names).await {
+        Ok(lost) => lost,
+        Err(e) => return tracing::warn!(error = %e, "cannot read work held by dead processes"),
     };
-    for (id, kind, provider) in expired {
+    for (id, kind, provider) in lost {
         if let Err(e) = take_over(shared, id, &kind, &provider).await {
             tracing::warn!(transaction_id = %id, error = %e, "could not take over from the dead worker");
         }
@@ -87,7 +112,7 @@ async fn take_over_dead_workers(shared: &Shared) {
 }
 
 /// A financial request may have been applied: the provider's plan for an unknown outcome.
-/// A read ends `failed` (`interrupted`).
+/// A read is asked again.
 async fn take_over(
     shared: &Shared,
     id: Uuid,
@@ -98,20 +123,24 @@ async fn take_over(
     let plan = provider
         .has_financial_effect(kind)
         .then(|| plan_for_unknown(shared, provider, kind, LOST_WORKER));
-    let moved = shared
-        .store
-        .take_over_lost(id, OVERDUE, plan.as_ref())
-        .await?;
-    match (moved, plan) {
-        (Some(state), Some(plan)) => {
+    let lost = shared.store.take_over_lost(id, plan.as_ref()).await?;
+    if lost.is_some() {
+        metrics::counter!("voucher_takeovers_total", "provider" => name.to_string()).increment(1);
+    }
+    match (lost, plan) {
+        (Some(Lost::Unknown(state)), Some(plan)) => {
             tracing::warn!(transaction_id = %id, state = state.as_str(), "worker died while sending; its outcome is unknown");
             follow_up::wake_unknown(shared, name, id, &plan).await
         }
-        (Some(_), None) => {
-            tracing::warn!(transaction_id = %id, "worker died while reading; the read failed");
+        (Some(Lost::Resend(resend)), _) => {
+            tracing::warn!(transaction_id = %id, "worker died while reading; asking again");
+            follow_up::publish_resend(shared, &resend).await
+        }
+        (Some(Lost::Failed), _) => {
+            tracing::warn!(transaction_id = %id, "worker died while reading a command kept from before V8; the read failed");
             shared.outbox_wakeup.notify_one();
             Ok(())
         }
-        (None, _) => Ok(()),
+        _ => Ok(()),
     }
 }

@@ -11,5 +11,6 @@ mod electrum_sandbox;
 mod harness;
 mod polling;
 mod purchase;
+mod recovery;
 mod restart;
 mod topology;

@@ -70,13 +70,14 @@ async fn timeout_after_the_sale_resolves_to_succeeded_with_one_voucher() {
     env.cleanup().await;
 }
 
-/// Operator 1007 fails with 503 before selling: after the resolve deadline, with the provider
-/// never having heard of the reference, the command fails and nothing was bought.
+/// Operator 1007 fails with 503 before selling. With no resend budget, once the request's
+/// timeout has passed with the provider never having heard of the reference, the command
+/// fails and nothing was bought (`recovery.rs` sends it again within a budget).
 #[tokio::test]
 async fn server_error_before_the_sale_ends_failed_not_applied() {
     let env = TestEnv::new().await;
     let mut config = env.config.clone();
-    config.providers.csq.resolve_deadline_ms = 1500;
+    config.recovery.resend_budget = 0;
     let relay = voucher_relay::workers::Relay::start(config).await.unwrap();
     let (reply_to, mut replies) = env.reply_queue().await;
     env.publish(&purchase("err-1", 1007, None), Some(&reply_to), "err")
@@ -88,8 +89,8 @@ async fn server_error_before_the_sale_ends_failed_not_applied() {
     assert_eq!(stats.purchase_calls, 1);
     assert_eq!(stats.purchases_applied, 0);
     assert!(
-        stats.additional_data_calls >= 2,
-        "queried until the deadline"
+        stats.additional_data_calls >= 1,
+        "queried once the request's timeout had passed"
     );
     relay.stop().await;
     env.cleanup().await;
@@ -218,11 +219,10 @@ async fn killed_worker_loses_nothing_and_buys_nothing_twice() {
     child.kill().unwrap();
     child.wait().unwrap();
 
-    // A purchase killed after its lease was taken but before the request left is found
-    // nowhere at the provider: it ends `failed` (not_applied) at the resolve deadline.
-    let mut config = env.config.clone();
-    config.providers.csq.resolve_deadline_ms = 3000;
-    let relay = voucher_relay::workers::Relay::start(config).await.unwrap();
+    // A purchase killed after it was claimed but before the request left is found nowhere
+    // at the provider: it is sent again under a fresh reference and succeeds.
+    let killed_at = std::time::Instant::now();
+    let relay = env.start_relay().await;
     // A message whose outcome was committed just before the kill is redelivered and
     // answered again (at least once): count distinct commands, and check that repeated
     // answers are the same outcome.
@@ -257,20 +257,17 @@ async fn killed_worker_loses_nothing_and_buys_nothing_twice() {
             got.push((c, o));
         }
     }
+    eprintln!(
+        "killed_worker: last outcome {} ms after the SIGKILL",
+        killed_at.elapsed().as_millis()
+    );
     relay.stop().await;
-    // Every outcome is a sale or a provable non-sale, and the vouchers sold are exactly the
-    // successes: nothing bought twice, nothing bought without an outcome saying so.
+    // A crash of our own worker is never a failure for the user: every purchase succeeded,
+    // and the vouchers sold are exactly the successes (nothing bought twice).
     let mut succeeded = std::collections::HashSet::new();
     for (c, o) in &got {
-        match o.status {
-            Status::Succeeded => {
-                succeeded.insert(c.clone());
-            }
-            Status::Failed => {
-                assert_eq!(o.error.as_ref().unwrap().code, "not_applied", "{c}: {o:?}")
-            }
-            other => panic!("{c}: unexpected {other:?}"),
-        }
+        assert_eq!(o.status, Status::Succeeded, "{c}: {o:?}");
+        succeeded.insert(c.clone());
     }
     assert!(
         succeeded.contains("kill-slow"),

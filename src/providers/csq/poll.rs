@@ -83,7 +83,8 @@ fn decide(
     };
     let decision = answer.as_ref().map(|a| purchase_decision(a, reference));
     let step = match job.purpose.as_str() {
-        RESOLVE => resolved(cfg, raffle, r, answer, decision),
+        RESOLVE => resolved(cfg, raffle, r, answer, decision)
+            .or_else(|| never_arrived(cfg, job, r, answer)),
         ADDITIONAL_DATA => match decision {
             Ok(Decision::Final {
                 status: Status::Succeeded,
@@ -148,6 +149,40 @@ fn resolved(
         _ => None,
     }
 }
+
+/// CSQ does not know the `localReference`. Once the request's own timeout has passed
+/// since it was sent, it can no longer arrive: it never did, so the command is sent again
+/// under a fresh reference (CSQ's texts have no "in progress" answer for a reference, and
+/// a purchase it received is on record at once, so this is the reading a certification
+/// test accepts). Before that, ask again as soon as the timeout is past. A row that does
+/// not say when it was sent (from before this was kept) waits for the deadline as before.
+fn never_arrived(
+    cfg: &CsqConfig,
+    job: &PollJob,
+    r: Refs,
+    answer: &Result<Value, CallError>,
+) -> Option<PollStep> {
+    if !matches!(answer, Err(CallError::Refused { status: 404, .. })) {
+        return None;
+    }
+    let since = job.since_sent?;
+    let timeout = Duration::from_millis(cfg.http.request_timeout_ms);
+    if since >= timeout {
+        return Some(PollStep::Resend(format!(
+            "CSQ has no record of localReference {} {} s after it was sent (request timeout {} s)",
+            r.local_reference,
+            since.as_secs(),
+            timeout.as_secs()
+        )));
+    }
+    // Asked too early to tell: again just after the timeout (never past the deadline; the
+    // poller sees to that).
+    (!job.past_deadline).then(|| PollStep::AgainAfter(timeout - since + RESOLVE_MARGIN))
+}
+
+/// How long after a request's timeout its reference is asked about again: CSQ records a
+/// purchase when it takes it, so a moment is enough.
+const RESOLVE_MARGIN: Duration = Duration::from_millis(250);
 
 /// Nothing final came: past the deadline the transaction ends with what is known, before
 /// it CSQ is asked again.
@@ -280,6 +315,7 @@ mod tests {
             local_reference: Some(7),
             refs: Some(json!({"terminal_id": 1, "operator_id": 1006})),
             partial: None,
+            since_sent: None,
         }
     }
 
@@ -339,6 +375,39 @@ mod tests {
             decide(&cfg(), true, &j, r, &sold(0, false)),
             PollStep::Wait(w) if w.wait_for == WaitFor::Draw
         ));
+    }
+
+    #[test]
+    fn an_unknown_reference_past_the_request_timeout_is_sent_again() {
+        let not_found = Err(CallError::Refused {
+            status: 404,
+            body: Value::Null,
+        });
+        let timeout = Duration::from_millis(cfg().http.request_timeout_ms);
+        let mut j = job(RESOLVE, false);
+        let r = refs_of(&j).unwrap();
+        j.since_sent = Some(timeout);
+        assert!(matches!(
+            decide(&cfg(), false, &j, r, &not_found),
+            PollStep::Resend(_)
+        ));
+        // Past the deadline too: it never arrived, so it is not a failure yet.
+        j.past_deadline = true;
+        assert!(matches!(
+            decide(&cfg(), false, &j, r, &not_found),
+            PollStep::Resend(_)
+        ));
+        // Too early to tell: asked again just after the timeout.
+        j.past_deadline = false;
+        j.since_sent = Some(timeout / 3);
+        let PollStep::AgainAfter(wait) = decide(&cfg(), false, &j, r, &not_found) else {
+            panic!("asked again");
+        };
+        assert!(wait > timeout / 2 && wait <= timeout, "{wait:?}");
+        // A 5xx proves nothing: never sent again.
+        j.since_sent = Some(timeout * 2);
+        let unsure = Err(CallError::Unknown("HTTP 503".into()));
+        assert_eq!(decide(&cfg(), false, &j, r, &unsure), PollStep::Again);
     }
 
     #[tokio::test]

@@ -26,6 +26,8 @@ pub(super) struct Ledger {
     pub(super) stats: Stats,
     /// (terminal, localReference) -> the sale.
     sales: HashMap<(i32, i32), Sale>,
+    /// Purchase calls to operator 1008 so far: every odd one fails.
+    flaky_calls: u64,
 }
 
 impl Default for Ledger {
@@ -36,6 +38,7 @@ impl Default for Ledger {
                 ..Stats::default()
             },
             sales: HashMap::new(),
+            flaky_calls: 0,
         }
     }
 }
@@ -50,6 +53,12 @@ pub(super) enum Purchase {
 }
 
 impl Ledger {
+    /// Whether this purchase call to operator 1008 is one that fails (the 1st, 3rd, ...).
+    pub(super) fn flaky_fails(&mut self) -> bool {
+        self.flaky_calls += 1;
+        self.flaky_calls % 2 == 1
+    }
+
     /// The sale of `reference` on `terminal`, if it was made with `operator`.
     pub(super) fn sale(&self, terminal: i32, operator: i32, reference: i32) -> Option<&Sale> {
         self.sales

@@ -13,6 +13,8 @@
 //! - **1006**: sells the voucher, then answers only after [`SandboxOptions::slow_answer`],
 //!   long after any sane client timeout (the effect is applied, the answer is lost);
 //! - **1007**: answers 503 without selling anything;
+//! - **1008**: a flaky gateway: the 1st, 3rd, 5th... purchase call to it answers 503
+//!   without selling anything, the others sell like 1001 (a command sent again succeeds);
 //! - any other operator: `rc` 21, operator not found.
 //!
 //! `GET /pre-paid/vouchers/additional-data/{terminalId}/{operatorId}/{localReference}`
@@ -58,6 +60,8 @@ pub const INITIAL_BALANCE_X100: i64 = 100_000_000;
 pub const OPERATOR_SLOW: i32 = 1006;
 /// Operator that fails with 503 before applying anything.
 pub const OPERATOR_UNAVAILABLE: i32 = 1007;
+/// Operator whose every other purchase call fails with 503 before applying anything.
+pub const OPERATOR_FLAKY: i32 = 1008;
 
 /// Timings of the fault operators.
 #[derive(Debug, Clone, Copy)]

@@ -8,8 +8,8 @@ use rand::Rng;
 use serde_json::{Value, json};
 
 use super::{
-    OPERATOR_ADDITIONAL_DATA, OPERATOR_DECLINE, OPERATOR_DYNAMIC, OPERATOR_OK, OPERATOR_RAFFLE,
-    OPERATOR_SLOW, SandboxOptions,
+    OPERATOR_ADDITIONAL_DATA, OPERATOR_DECLINE, OPERATOR_DYNAMIC, OPERATOR_FLAKY, OPERATOR_OK,
+    OPERATOR_RAFFLE, OPERATOR_SLOW, SandboxOptions,
 };
 use crate::providers::csq::params::PurchaseBody;
 
@@ -42,13 +42,20 @@ pub(super) fn decide_sale(
 ) -> Decision {
     let amount = body.amount_to_send_x100.filter(|a| *a > 0);
     match (operator, amount) {
-        (OPERATOR_OK | OPERATOR_SLOW, Some(amount)) => Decision::complete(sold(amount, false)),
+        (OPERATOR_OK | OPERATOR_SLOW | OPERATOR_FLAKY, Some(amount)) => {
+            Decision::complete(sold(amount, false))
+        }
         (OPERATOR_ADDITIONAL_DATA, Some(amount)) => sale_with_additional_data(options, amount),
         (OPERATOR_DYNAMIC, _) => dynamic_sale(body, amount),
         (OPERATOR_RAFFLE, Some(amount)) => raffle_sale(options, amount),
-        (OPERATOR_OK | OPERATOR_SLOW | OPERATOR_ADDITIONAL_DATA | OPERATOR_RAFFLE, None) => {
-            declined("13", "amountToSendX100 is required and must be positive")
-        }
+        (
+            OPERATOR_OK
+            | OPERATOR_SLOW
+            | OPERATOR_FLAKY
+            | OPERATOR_ADDITIONAL_DATA
+            | OPERATOR_RAFFLE,
+            None,
+        ) => declined("13", "amountToSendX100 is required and must be positive"),
         (OPERATOR_DECLINE, _) => declined("14", "Operation declined by the operator"),
         _ => Decision::complete(json!({"rc": 21, "resultmessage": "operator not found"})),
     }

@@ -14,7 +14,9 @@ use serde_json::json;
 
 use super::ledger::{Ledger, Purchase};
 use super::operators::dynamic_products;
-use super::{CsqSandbox, OPERATOR_DYNAMIC, OPERATOR_SLOW, OPERATOR_UNAVAILABLE, Stats};
+use super::{
+    CsqSandbox, OPERATOR_DYNAMIC, OPERATOR_FLAKY, OPERATOR_SLOW, OPERATOR_UNAVAILABLE, Stats,
+};
 use crate::providers::csq::auth;
 use crate::providers::csq::params::PurchaseBody;
 
@@ -105,7 +107,9 @@ async fn purchase(
         Err(refusal) => return *refusal,
     };
     let (_terminal, operator, _reference) = path;
-    if operator == OPERATOR_UNAVAILABLE {
+    let fails = operator == OPERATOR_UNAVAILABLE
+        || (operator == OPERATOR_FLAKY && sandbox.ledger().flaky_fails());
+    if fails {
         sandbox.ledger().stats.purchase_calls += 1;
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,

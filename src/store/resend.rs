@@ -1,0 +1,183 @@
+//! Sending a command again when the provider shows it never arrived.
+//!
+//! A request the provider provably never received (CSQ: its reference is unknown once the
+//! request's own timeout has passed) did nothing, so failing the command would turn a
+//! fault of the network or of our own worker into a loss for the user. The transaction
+//! goes back to `received` under a fresh provider reference, and the stored command is
+//! published again; the executor then runs it like any other. A budget bounds this: past
+//! it, the command ends `failed` (`not_applied`) with every reference it was sent under.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio_postgres::Transaction;
+use uuid::Uuid;
+
+use super::Store;
+use super::state::{TxState, transition};
+use crate::command::{Outcome, Status, Subject};
+use crate::crypto::Sealer;
+use crate::error::{RelayError, Result};
+use crate::providers::step::error;
+
+/// The header that marks a command published again by the relay: its reply targets are
+/// registered already, so the message adds none.
+pub const RESEND_HEADER: &str = "x-voucher-resend";
+
+/// A command to publish again, as it was received.
+#[derive(Debug, Clone)]
+pub struct Resend {
+    pub transaction_id: Uuid,
+    pub routing_key: String,
+    pub body: Vec<u8>,
+}
+
+/// What a "never arrived" answer came to.
+#[derive(Debug)]
+pub enum SendAgain {
+    /// Back to `received` under a fresh reference: publish this.
+    Resend(Resend),
+    /// The budget is spent (or the command was not kept): it ended with this outcome.
+    Exhausted(Box<Outcome>),
+}
+
+/// `from -> received` under a fresh provider reference, inside the caller's database
+/// transaction; returns the command to publish, or `None` if the transaction was not in
+/// `from` or has no stored command (one received before V8).
+pub(crate) async fn send_again(
+    tx: &Transaction<'_>,
+    sealer: &Sealer,
+    id: Uuid,
+    from: TxState,
+    why: &str,
+) -> Result<Option<Resend>> {
+    let row = tx
+        .query_opt(
+            "SELECT command_sealed, routing_key FROM transactions
+             WHERE id = $1 AND state = $2 AND command_sealed IS NOT NULL FOR UPDATE",
+            &[&id, &from.as_str()],
+        )
+        .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let sealed: Vec<u8> = row.get(0);
+    let body = open_command(sealer, &sealed)?;
+    // The old reference is kept for the record; a provider that takes a reference from us
+    // gets a fresh one, so the request sent again cannot be mistaken for the first.
+    tx.execute(
+        "UPDATE transactions SET resends = resends + 1, lease_owner = NULL,
+             prior_refs = prior_refs || jsonb_build_array(jsonb_strip_nulls(jsonb_build_object(
+                 'local_reference', local_reference, 'sent_at', sent_at, 'reason', $2::text))),
+             local_reference = CASE WHEN local_reference IS NOT NULL
+                                    THEN nextval('local_reference_seq')::integer END
+         WHERE id = $1",
+        &[&id, &why],
+    )
+    .await?;
+    let detail = json!({"reason": why});
+    if !transition(tx, id, from, TxState::Received, detail).await? {
+        return Ok(None);
+    }
+    tx.execute("DELETE FROM polls WHERE transaction_id = $1", &[&id])
+        .await?;
+    Ok(Some(Resend {
+        transaction_id: id,
+        routing_key: row.get(1),
+        body,
+    }))
+}
+
+fn open_command(sealer: &Sealer, sealed: &[u8]) -> Result<Vec<u8>> {
+    sealer.open(sealed).ok_or_else(|| {
+        RelayError::Corrupt("stored command cannot be decrypted: wrong DATA_ENCRYPTION_KEY?".into())
+    })
+}
+
+impl Store {
+    /// Commands of `providers` sent again more than `grace` ago and still not taken: their
+    /// message may have been lost. Marks them, so the next look is `grace` later. At most
+    /// 100 at a time.
+    pub async fn lost_resends(&self, grace: Duration, providers: &[&str]) -> Result<Vec<Resend>> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "UPDATE transactions SET updated_at = now()
+                 WHERE id IN (SELECT id FROM transactions
+                              WHERE state = 'received' AND resends > 0
+                                AND updated_at < now() - make_interval(secs => $1)
+                                AND provider = ANY($2) AND command_sealed IS NOT NULL
+                              ORDER BY updated_at LIMIT 100 FOR UPDATE SKIP LOCKED)
+                 RETURNING id, routing_key, command_sealed",
+                &[&grace.as_secs_f64(), &providers],
+            )
+            .await?;
+        let mut lost = Vec::with_capacity(rows.len());
+        for row in rows {
+            let sealed: Vec<u8> = row.get(2);
+            let body = open_command(&self.sealer, &sealed)?;
+            lost.push(Resend {
+                transaction_id: row.get(0),
+                routing_key: row.get(1),
+                body,
+            });
+        }
+        Ok(lost)
+    }
+
+    /// The provider shows the request of `id` (now in `from`) never arrived: send it
+    /// again, unless `budget` resends were made already; then it ends `failed`
+    /// (`not_applied`), with the references it was sent under in its result. `None` if
+    /// the transaction was no longer in `from`.
+    pub async fn resend_unapplied(
+        &self,
+        id: Uuid,
+        from: TxState,
+        budget: u32,
+        why: &str,
+        subject: &Subject,
+    ) -> Result<Option<SendAgain>> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let row = tx
+            .query_opt(
+                "SELECT resends, prior_refs, local_reference, sent_at::text AS sent_at,
+                        command_sealed IS NOT NULL AS kept
+                 FROM transactions WHERE id = $1 AND state = $2 FOR UPDATE",
+                &[&id, &from.as_str()],
+            )
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let resends: i32 = row.get("resends");
+        let within_budget = u32::try_from(resends).is_ok_and(|n| n < budget);
+        if within_budget && row.get::<_, bool>("kept") {
+            let resend = send_again(&tx, &self.sealer, id, from, why).await?;
+            tx.commit().await?;
+            return Ok(resend.map(SendAgain::Resend));
+        }
+        let mut references: Vec<Value> = match row.get::<_, Value>("prior_refs") {
+            Value::Array(refs) => refs,
+            _ => Vec::new(),
+        };
+        let last = json!({"local_reference": row.get::<_, Option<i32>>("local_reference"),
+                          "sent_at": row.get::<_, Option<String>>("sent_at"), "reason": why});
+        references.push(last);
+        let sends = references.len();
+        let outcome = subject.outcome(
+            Status::Failed,
+            Some(json!({"sends": sends, "attempts": references})),
+            Some(error(
+                "not_applied",
+                format!(
+                    "the provider never received the command, sent {sends} time(s): nothing was done"
+                ),
+                None,
+            )),
+        );
+        let stored = self.complete_in(&tx, id, from, &outcome).await?;
+        tx.commit().await?;
+        Ok(stored.then(|| SendAgain::Exhausted(Box::new(outcome))))
+    }
+}
