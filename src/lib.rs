@@ -21,5 +21,6 @@ pub mod sandbox;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
+pub mod verify;
 pub mod webhook;
 pub mod workers;

@@ -86,6 +86,17 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = demo::bench::Target::Csq)]
         provider: demo::bench::Target,
     },
+    /// Check the relay's promises: one outcome per command (or visibly waiting), no double
+    /// effect, every unknown resolved, every outcome delivered or dead-lettered with its
+    /// attempts, the work queues drained. Exits 1 on any breach.
+    Verify {
+        /// Also compare with the sandboxes' own ledgers (GET /sandbox/sales).
+        #[arg(long)]
+        sandbox: bool,
+        /// Work waiting this long with nothing driving it is a breach, in seconds.
+        #[arg(long, default_value_t = 300)]
+        stuck_after: u64,
+    },
 }
 
 /// `run --help`: what it reads from the environment.
@@ -240,6 +251,27 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             rate,
             provider,
         } => demo::bench::run(&cli.config, commands, rate, provider).await?,
+        Cmd::Verify {
+            sandbox,
+            stuck_after,
+        } => {
+            let config = load(false)?;
+            let store = open_store(&config).await?;
+            let opts = voucher_relay::verify::Options {
+                sandbox,
+                stuck_after: Duration::from_secs(stuck_after),
+            };
+            let checks = voucher_relay::verify::run(&config, &store, opts).await?;
+            for check in &checks {
+                println!("{check}");
+            }
+            let breached = checks.iter().filter(|c| !c.passed()).count();
+            if breached > 0 {
+                println!("verify: {breached} invariant(s) breached");
+                return Ok(ExitCode::from(1));
+            }
+            println!("verify: every invariant holds");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -106,6 +106,7 @@ async fn start_demo_rig(config_path: &Path, env: &DemoEnv) -> anyhow::Result<Rig
         additional_data_delay: Duration::from_secs(1),
         draw_delay: Duration::from_secs(3),
         win_per_mille: 500,
+        ..SandboxOptions::default()
     };
     Rig::start(config_path, env, "demo.", options, |c| {
         c.providers.csq.http.request_timeout_ms = 2000;

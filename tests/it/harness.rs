@@ -283,21 +283,28 @@ impl TestEnv {
         path
     }
 
-    /// Starts `voucher-relay run` as a separate process on this test's configuration, and
-    /// waits until its consumers are attached.
-    pub async fn spawn_relay_process(&self) -> std::process::Child {
-        let path = self.config_file();
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_voucher-relay"))
+    /// `voucher-relay <args>` on this test's configuration file, with its environment.
+    pub fn relay_command(&self, args: &[&str]) -> std::process::Command {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_voucher-relay"));
+        command
             .arg("--config")
-            .arg(&path)
-            .arg("run")
+            .arg(self.config_file())
+            .args(args)
             .env("AMQP_URL", amqp_url())
             .env("DATABASE_URL", &self.config.database.url)
             .env("WEBHOOK_SIGNING_SECRET", SECRET)
             .env("CSQ_USER", "tester")
             .env("CSQ_PASSWORD", "test-secret")
             .env("ELECTRUM_PASSWORD", "test-secret")
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "warn");
+        command
+    }
+
+    /// Starts `voucher-relay run` as a separate process on this test's configuration, and
+    /// waits until its consumers are attached.
+    pub async fn spawn_relay_process(&self) -> std::process::Child {
+        let mut child = self
+            .relay_command(&["run"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

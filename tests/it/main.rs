@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod callbacks;
+mod chaos;
 mod cli;
 mod csq_flows;
 mod demo;

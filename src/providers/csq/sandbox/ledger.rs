@@ -13,6 +13,8 @@ use crate::providers::csq::params::PurchaseBody;
 /// One purchase the sandbox has answered.
 pub(super) struct Sale {
     operator: i32,
+    /// Whether a voucher was sold (not a decline).
+    sold: bool,
     /// The purchase answer, replayed for a reused `localReference`.
     answer: Value,
     /// The receipt with everything, served by additional-data once `ready_at` has passed.
@@ -28,6 +30,20 @@ pub(super) struct Ledger {
     sales: HashMap<(i32, i32), Sale>,
     /// Purchase calls to operator 1008 so far: every odd one fails.
     flaky_calls: u64,
+    /// Chaos faults: the state of the generator that picks the calls, and how many met one.
+    fault_seed: u64,
+    faults: u64,
+}
+
+/// What a chaos fault does to one purchase call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ChaosFault {
+    /// 503, nothing sold.
+    ErrorBeforeEffect,
+    /// Sold; the answer is held past any client timeout.
+    TimeoutAfterEffect,
+    /// Sold; the connection is dropped mid-answer.
+    DropAfterEffect,
 }
 
 impl Default for Ledger {
@@ -39,6 +55,8 @@ impl Default for Ledger {
             },
             sales: HashMap::new(),
             flaky_calls: 0,
+            fault_seed: 0x9E37_79B9_7F4A_7C15,
+            faults: 0,
         }
     }
 }
@@ -53,6 +71,45 @@ pub(super) enum Purchase {
 }
 
 impl Ledger {
+    /// Whether this purchase call meets a chaos fault, and which: `per_mille` of the calls,
+    /// picked by a fixed-seed generator so a run can be repeated, the three kinds in turn.
+    pub(super) fn chaos_fault(&mut self, per_mille: u16) -> Option<ChaosFault> {
+        if per_mille == 0 {
+            return None;
+        }
+        // xorshift64: cheap, deterministic, and good enough to spread faults over calls.
+        let mut x = self.fault_seed;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.fault_seed = x;
+        if x % 1000 >= u64::from(per_mille) {
+            return None;
+        }
+        self.faults += 1;
+        Some(match self.faults % 3 {
+            0 => ChaosFault::ErrorBeforeEffect,
+            1 => ChaosFault::TimeoutAfterEffect,
+            _ => ChaosFault::DropAfterEffect,
+        })
+    }
+
+    /// Every sale made, for `GET /sandbox/sales`.
+    pub(super) fn sold(&self) -> Vec<super::SaleRecord> {
+        let mut sold: Vec<super::SaleRecord> = self
+            .sales
+            .iter()
+            .filter(|(_, sale)| sale.sold)
+            .map(|((terminal, reference), sale)| super::SaleRecord {
+                terminal_id: *terminal,
+                local_reference: *reference,
+                operator_id: sale.operator,
+            })
+            .collect();
+        sold.sort_by_key(|s| (s.terminal_id, s.local_reference));
+        sold
+    }
+
     /// Whether this purchase call to operator 1008 is one that fails (the 1st, 3rd, ...).
     pub(super) fn flaky_fails(&mut self) -> bool {
         self.flaky_calls += 1;
@@ -96,6 +153,7 @@ impl Ledger {
             (terminal, reference),
             Sale {
                 operator,
+                sold,
                 answer: decision.answer.clone(),
                 full: decision.full,
                 ready_at: Instant::now() + decision.ready_after,

@@ -26,7 +26,9 @@
 //! fields and types. A `localReference` reused on the same terminal replays the first answer
 //! without selling a second voucher, so tests can tell calls from effects.
 //!
-//! `GET /sandbox/stats` reports the counters; `POST /sandbox/reset` clears them.
+//! `GET /sandbox/stats` reports the counters; `GET /sandbox/sales` lists every voucher sold
+//! (terminal, `localReference`, operator), the ledger `voucher-relay verify --sandbox`
+//! compares with the relay's records; `POST /sandbox/reset` clears them.
 //!
 //! # Where each part lives
 //! - `operators`: what each dummy operator answers to a purchase, and the receipts it sells;
@@ -74,6 +76,10 @@ pub struct SandboxOptions {
     pub draw_delay: Duration,
     /// Winning tickets per thousand for operator 1004.
     pub win_per_mille: u16,
+    /// Purchase calls per thousand, to any operator, that meet a fault (for chaos runs):
+    /// in turn a 503 before selling, a sale whose answer is held for `slow_answer` (a
+    /// timeout after the effect), and a sale whose connection is dropped mid-answer.
+    pub fault_per_mille: u16,
 }
 
 impl Default for SandboxOptions {
@@ -83,6 +89,7 @@ impl Default for SandboxOptions {
             additional_data_delay: Duration::from_secs(5),
             draw_delay: Duration::from_secs(30),
             win_per_mille: 300,
+            fault_per_mille: 0,
         }
     }
 }
@@ -104,6 +111,14 @@ pub struct Stats {
     pub balance_x100: i64,
     /// Operator-1006 answers being held back right now (sold, not yet answered).
     pub answers_held: u64,
+}
+
+/// One voucher sold, as `GET /sandbox/sales` lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SaleRecord {
+    pub terminal_id: i32,
+    pub local_reference: i32,
+    pub operator_id: i32,
 }
 
 struct Inner {
@@ -150,6 +165,11 @@ impl CsqSandbox {
     /// The counters so far.
     pub fn stats(&self) -> Stats {
         self.ledger().stats
+    }
+
+    /// Every voucher sold so far.
+    pub fn sales(&self) -> Vec<SaleRecord> {
+        self.ledger().sold()
     }
 
     fn ledger(&self) -> MutexGuard<'_, Ledger> {

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 
-use super::ledger::{Ledger, Purchase};
+use super::ledger::{ChaosFault, Ledger, Purchase};
 use super::operators::dynamic_products;
 use super::{
     CsqSandbox, OPERATOR_DYNAMIC, OPERATOR_FLAKY, OPERATOR_SLOW, OPERATOR_UNAVAILABLE, Stats,
@@ -42,6 +42,7 @@ pub(super) fn router(sandbox: CsqSandbox) -> Router {
         .route("/utils/balances/{terminal}", get(balances))
         .route("/ping", get(|| async { axum::Json(json!({"rc": 0})) }))
         .route("/sandbox/stats", get(stats))
+        .route("/sandbox/sales", get(sales))
         .route("/sandbox/reset", post(reset))
         .with_state(sandbox)
 }
@@ -117,13 +118,26 @@ async fn purchase(
             "service temporarily unavailable",
         );
     }
-    let purchase = sandbox
-        .ledger()
-        .purchase(&sandbox.inner.options, path, &body);
+    let options = &sandbox.inner.options;
+    let fault = sandbox.ledger().chaos_fault(options.fault_per_mille);
+    if fault == Some(ChaosFault::ErrorBeforeEffect) {
+        sandbox.ledger().stats.purchase_calls += 1;
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            -1,
+            "service temporarily unavailable (chaos)",
+        );
+    }
+    let purchase = sandbox.ledger().purchase(options, path, &body);
     let answer = match purchase {
         Purchase::Known(answer) => return axum::Json(answer).into_response(),
         Purchase::Decided(answer) => answer,
     };
+    match fault {
+        Some(ChaosFault::TimeoutAfterEffect) => tokio::time::sleep(options.slow_answer).await,
+        Some(ChaosFault::DropAfterEffect) => return dropped_mid_answer(),
+        _ => {}
+    }
     if operator == OPERATOR_SLOW {
         // Sold and recorded; the answer now arrives after the client has given up.
         sandbox.ledger().stats.answers_held += 1;
@@ -131,6 +145,28 @@ async fn purchase(
         sandbox.ledger().stats.answers_held -= 1;
     }
     axum::Json(answer).into_response()
+}
+
+/// An answer whose body breaks off after its headers: the client sees the connection
+/// dropped, with the sale already made.
+fn dropped_mid_answer() -> Response {
+    let broken = futures_util::stream::once(async {
+        Err::<Bytes, std::io::Error>(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "chaos: connection dropped",
+        ))
+    });
+    let mut response = axum::body::Body::from_stream(broken).into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// `GET /sandbox/sales`.
+async fn sales(State(sandbox): State<CsqSandbox>) -> axum::Json<Vec<super::SaleRecord>> {
+    axum::Json(sandbox.sales())
 }
 
 /// The body of a purchase, if it is JSON (by its Content-Type) with exactly the documented
