@@ -4,6 +4,7 @@
 mod bad_input;
 mod callbacks;
 mod cli;
+mod corpus;
 mod csq_flows;
 mod demo;
 mod electrum;
