@@ -6,6 +6,8 @@
 //! the params (`providers::parse_command` does both). Nothing here touches the network or
 //! the database, so every bad input can be tested in isolation.
 
+pub mod strict_json;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -180,6 +182,8 @@ pub enum RejectReason {
     BodyTooLarge,
     NotUtf8,
     NotJson,
+    /// An object of the body names the same key twice.
+    DuplicateKey,
     NotAnObject,
     NulCharacter,
     MissingField(&'static str),
@@ -205,6 +209,7 @@ impl RejectReason {
             RejectReason::BodyTooLarge => "body_too_large",
             RejectReason::NotUtf8 => "body_not_utf8",
             RejectReason::NotJson => "body_not_json",
+            RejectReason::DuplicateKey => "body_duplicate_key",
             RejectReason::NotAnObject => "body_not_object",
             RejectReason::NulCharacter => "body_has_nul",
             RejectReason::MissingField(_) => "missing_field",
@@ -228,6 +233,7 @@ impl RejectReason {
             }
             RejectReason::NotUtf8 => "the body is not UTF-8".into(),
             RejectReason::NotJson => "the body is not JSON".into(),
+            RejectReason::DuplicateKey => "an object in the body names the same key twice".into(),
             RejectReason::NotAnObject => "the body is not a JSON object".into(),
             RejectReason::NulCharacter => "the body contains a NUL character (\\u0000)".into(),
             RejectReason::MissingField(f) => format!("the field {f} is missing"),
@@ -360,7 +366,13 @@ fn read_object(body: &[u8]) -> Result<Map<String, Value>, RejectReason> {
         return Err(RejectReason::BodyTooLarge);
     }
     let text = std::str::from_utf8(body).map_err(|_| RejectReason::NotUtf8)?;
-    let value: Value = serde_json::from_str(text).map_err(|_| RejectReason::NotJson)?;
+    // Strict: a repeated key would let two readers of one body see two commands. With one,
+    // no field (not even the addressing ones) can be trusted, so the rejection has no
+    // envelope.
+    let value = strict_json::parse(text).map_err(|e| match e {
+        strict_json::StrictError::NotJson => RejectReason::NotJson,
+        strict_json::StrictError::DuplicateKey => RejectReason::DuplicateKey,
+    })?;
     // PostgreSQL text and jsonb cannot hold U+0000; no field of the contract needs it.
     if has_nul(&value) {
         return Err(RejectReason::NulCharacter);
@@ -470,8 +482,8 @@ pub fn only_params(params: &Map<String, Value>, allowed: &[&str]) -> Result<(), 
     }
 }
 
-/// Reads an optional integer amount in minor units. A float, a string or a negative number
-/// is rejected: money is never a float.
+/// Reads an optional integer amount in minor units. A float, a string, a negative number or
+/// zero is rejected: money is never a float.
 pub fn amount_field(params: &Map<String, Value>, field: &str) -> Result<Option<i32>, RejectReason> {
     match params.get(field) {
         None | Some(Value::Null) => Ok(None),
@@ -479,6 +491,15 @@ pub fn amount_field(params: &Map<String, Value>, field: &str) -> Result<Option<i
             if let Some(i) = n.as_i64() {
                 if i < 0 {
                     return Err(RejectReason::NegativeAmount(field.to_string()));
+                }
+                // An amount of nothing buys nothing: a zero is a producer's bug (an unset
+                // field serialized as 0), never a sale. An absent amount is the way to
+                // leave it to the product.
+                if i == 0 {
+                    return Err(RejectReason::InvalidField(
+                        field.to_string(),
+                        "must be more than zero".into(),
+                    ));
                 }
                 i32::try_from(i).map(Some).map_err(|_| {
                     RejectReason::InvalidField(field.to_string(), "exceeds int32".into())

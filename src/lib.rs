@@ -13,6 +13,8 @@ pub mod crypto;
 pub mod demo;
 pub mod error;
 pub mod mask;
+#[cfg(test)]
+mod proptest_json;
 pub mod providers;
 pub mod publish;
 pub mod ratelimit;

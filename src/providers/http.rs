@@ -338,20 +338,21 @@ impl ProviderHttp {
         let response = request.send().await.map_err(|e| (None, classify(e)))?;
         let status = response.status();
         let code = status.as_u16();
-        let bytes = response.bytes().await.map_err(|e| {
-            (
-                Some(code),
-                CallError::Unknown(format!("reading the body: {}", e.without_url())),
-            )
-        })?;
+        let unknown = |why: String| (Some(code), CallError::Unknown(why));
+        let json_type = declared_json(response.headers());
+        // Whatever the status: a body that cannot be read whole says nothing final, and a
+        // 2xx among them may have bought the voucher. So it is unknown, never "not sent".
+        let bytes = read_capped(response, MAX_ANSWER_BYTES)
+            .await
+            .map_err(unknown)?;
+        if status.is_success() && json_type == Some(false) {
+            return Err(unknown("2xx answer whose Content-Type is not JSON".into()));
+        }
         let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         if status.is_success() {
             if body.is_null() {
                 // A 2xx we cannot read may still have bought the voucher.
-                return Err((
-                    Some(code),
-                    CallError::Unknown("2xx answer without a JSON body".into()),
-                ));
+                return Err(unknown("2xx answer without a JSON body".into()));
             }
             Ok((code, body))
         } else if status == StatusCode::TOO_MANY_REQUESTS {
@@ -360,11 +361,72 @@ impl ProviderHttp {
                 CallError::NotSent("429 Too Many Requests".into()),
             ))
         } else if status.is_server_error() {
-            Err((Some(code), CallError::Unknown(format!("HTTP {code}"))))
+            Err(unknown(format!("HTTP {code}")))
         } else {
             Err((Some(code), CallError::Refused { status: code, body }))
         }
     }
+}
+
+/// Largest provider answer the relay reads, in bytes. Provider answers are a few KiB; the
+/// cap bounds the memory one answer can take when an endpoint (broken, or not the provider
+/// at all) sends without end, which the request timeout alone does not bound on a fast
+/// link. 10 MiB leaves room for the largest legitimate answer (a long product list).
+pub const MAX_ANSWER_BYTES: usize = 10 * 1024 * 1024;
+
+/// Reads the body chunk by chunk, giving up past `cap` bytes, on a declared length over
+/// `cap` (before reading anything), or when the connection ends before the declared length
+/// (a truncated body: hyper reports it as an error).
+async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<Vec<u8>, String> {
+    let too_large = || format!("answer larger than {cap} bytes: not read");
+    if response
+        .content_length()
+        .is_some_and(|n| n > u64::try_from(cap).unwrap_or(u64::MAX))
+    {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    loop {
+        let chunk = response.chunk().await.map_err(|e| {
+            let e = e.without_url();
+            format!("reading the body: {}", with_causes(&e))
+        })?;
+        let Some(chunk) = chunk else {
+            return Ok(body);
+        };
+        if body.len().saturating_add(chunk.len()) > cap {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+}
+
+/// Whether the answer declares a JSON body: `None` when it has no `Content-Type`, else
+/// whether the media type is JSON.
+///
+/// Our reading (RFC 8259 and the structured syntax suffix of RFC 6838): JSON is
+/// `application/json` or any `type/subtype+json` (`application/problem+json`), compared
+/// without case and without parameters (`; charset=utf-8`). A missing header is left to the
+/// body itself, since some deployments omit it on JSON answers; a header that is present
+/// and names something else (an HTML error page from a proxy, `text/plain`) is not the
+/// provider's JSON answer, even when it parses.
+fn declared_json(headers: &reqwest::header::HeaderMap) -> Option<bool> {
+    let value = headers.get(reqwest::header::CONTENT_TYPE)?;
+    let Ok(text) = value.to_str() else {
+        return Some(false);
+    };
+    let essence = text
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let json = match essence.split_once('/') {
+        Some((_, "json")) => essence == "application/json",
+        Some((kind, subtype)) => !kind.is_empty() && subtype.ends_with("+json"),
+        None => false,
+    };
+    Some(json)
 }
 
 /// The request as recorded: header names with masked values, the query masked beside the
@@ -411,6 +473,9 @@ fn classify(e: reqwest::Error) -> CallError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use wiremock::matchers::any;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
 
     #[tokio::test]
     async fn a_refused_connection_names_its_cause_but_not_the_url() {
@@ -425,5 +490,189 @@ mod tests {
         assert!(why.to_lowercase().contains("refused"), "{why}");
         assert!(!why.contains("VOUCHER-SECRET-1"), "{why}");
         assert!(!why.contains("127.0.0.1:1"), "{why}");
+    }
+
+    fn client(base_url: &str) -> ProviderHttp {
+        let limits = HttpLimits {
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(20),
+            rate_per_sec: 1000,
+            max_processes: 1,
+            concurrency: 4,
+            lease_margin: Duration::from_secs(10),
+        };
+        ProviderHttp::new("test", base_url, &limits, None).unwrap()
+    }
+
+    /// One answer from a wiremock server on 127.0.0.1.
+    async fn answer(template: ResponseTemplate) -> (Result<Value, CallError>, Exchange) {
+        let server = MockServer::start().await;
+        Mock::given(any())
+            .respond_with(template)
+            .mount(&server)
+            .await;
+        client(&server.uri())
+            .send("test", Method::POST, "/purchase", &[], Some(&Value::Null))
+            .await
+    }
+
+    /// Serves one connection on 127.0.0.1 with `raw` as the whole answer, then closes it:
+    /// for answers wiremock cannot make (cut short, no Content-Length).
+    async fn raw_server(raw: Vec<u8>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match socket.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            // The client stops reading past the cap: a failed write is expected then.
+            let _ = socket.write_all(&raw).await;
+            let _ = socket.shutdown().await;
+        });
+        format!("http://{addr}")
+    }
+
+    fn unknown_reason(result: &Result<Value, CallError>) -> String {
+        match result {
+            Err(CallError::Unknown(why)) => why.clone(),
+            other => panic!("expected an unknown outcome, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_the_cap_is_unknown_whatever_its_status() {
+        let big = vec![b' '; 11 * 1024 * 1024];
+        for status in [200, 404, 429] {
+            let template =
+                ResponseTemplate::new(status).set_body_raw(big.clone(), "application/json");
+            let (result, exchange) = answer(template).await;
+            let why = unknown_reason(&result);
+            assert!(why.contains("larger than"), "{status}: {why}");
+            assert_eq!(exchange.status, Some(status));
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_the_cap_without_a_length_stops_being_read() {
+        let mut raw =
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n["
+                .to_vec();
+        raw.extend(std::iter::repeat_n(b'1', 11 * 1024 * 1024));
+        let url = raw_server(raw).await;
+        let (result, _) = client(&url).send("test", Method::GET, "/", &[], None).await;
+        assert!(unknown_reason(&result).contains("larger than"));
+    }
+
+    #[tokio::test]
+    async fn a_truncated_answer_is_unknown() {
+        let raw = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"rc\": 0, \"items\"".to_vec();
+        let url = raw_server(raw).await;
+        let (result, exchange) = client(&url).send("test", Method::GET, "/", &[], None).await;
+        assert!(unknown_reason(&result).contains("reading the body"));
+        assert_eq!(exchange.status, Some(200));
+    }
+
+    #[tokio::test]
+    async fn a_2xx_that_is_not_json_is_unknown() {
+        let html = ResponseTemplate::new(200)
+            .set_body_raw(r#"{"rc": 0, "items": [{"finalstatus": 0}]}"#, "text/html");
+        assert!(unknown_reason(&answer(html).await.0).contains("Content-Type"));
+        let malformed =
+            ResponseTemplate::new(200).set_body_raw(r#"{"rc": 0, "items": [{"#, "application/json");
+        assert!(unknown_reason(&answer(malformed).await.0).contains("without a JSON body"));
+        let null = ResponseTemplate::new(201).set_body_raw("null", "application/json");
+        assert!(matches!(answer(null).await.0, Err(CallError::Unknown(_))));
+    }
+
+    #[tokio::test]
+    async fn json_media_types_are_read() {
+        for media in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "Application/JSON",
+            "application/problem+json",
+            "application/vnd.electrum.suv+json;v=1",
+        ] {
+            let t = ResponseTemplate::new(200).set_body_raw(r#"{"rc": 0}"#, media);
+            assert_eq!(
+                answer(t).await.0.unwrap(),
+                serde_json::json!({"rc": 0}),
+                "{media}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_json_media_types_are_json() {
+        let of = |v: &str| {
+            let mut h = reqwest::header::HeaderMap::new();
+            h.insert(reqwest::header::CONTENT_TYPE, v.parse().unwrap());
+            declared_json(&h)
+        };
+        assert_eq!(declared_json(&reqwest::header::HeaderMap::new()), None);
+        for yes in [
+            "application/json",
+            "application/ld+json",
+            " application/json ;q=1",
+        ] {
+            assert_eq!(of(yes), Some(true), "{yes}");
+        }
+        for no in [
+            "text/html",
+            "text/json",
+            "text/plain",
+            "application/jsonp",
+            "+json",
+            "json",
+            "",
+        ] {
+            assert_eq!(of(no), Some(false), "{no}");
+        }
+    }
+
+    /// A 2xx with JSON of the wrong shape passes the HTTP path (it is JSON); each provider's
+    /// mapping then refuses to see a success in it.
+    #[tokio::test]
+    async fn a_2xx_of_the_wrong_shape_is_never_a_success() {
+        use crate::command::Status;
+        use crate::providers::csq::mapping::{Decision, PurchaseRef, purchase_decision};
+        use crate::providers::electrum::mapping::financial_step;
+        let reference = PurchaseRef {
+            terminal_id: 1,
+            operator_id: 1001,
+            local_reference: 7,
+            product_id: None,
+        };
+        for body in [
+            r#"[{"finalstatus": 0}]"#,
+            r#""sold""#,
+            r#"{"rc": "0", "items": [{"finalstatus": 0}]}"#,
+            r#"{"rc": 0, "items": {"finalstatus": 0}}"#,
+            r#"{"voucher": "1234"}"#,
+        ] {
+            let t = ResponseTemplate::new(200).set_body_raw(body, "application/json");
+            let value = answer(t).await.0.expect("JSON is read");
+            assert!(
+                !matches!(
+                    purchase_decision(&value, reference),
+                    Decision::Final {
+                        status: Status::Succeeded,
+                        ..
+                    }
+                ),
+                "CSQ: {body}"
+            );
+            let step = financial_step(Ok(value), uuid::Uuid::now_v7());
+            assert!(
+                matches!(step, crate::providers::Step::Unknown(_)),
+                "Electrum: {body}: {step:?}"
+            );
+        }
     }
 }

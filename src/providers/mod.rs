@@ -409,4 +409,221 @@ mod tests {
             let _ = parse("purchase.csq", &body);
         }
     }
+
+    /// One valid command of each kind the relay knows: its routing key, its body, and the
+    /// pointers of the fields it may go without (everything else is required).
+    fn templates() -> Vec<(&'static str, Value, &'static [&'static str])> {
+        let originator = crate::providers::electrum::params::tests::originator();
+        let envelope = |kind: &str, provider: &str, params: Value| {
+            json!({"command_id": "c-1", "source": "pos-1", "kind": kind, "provider": provider,
+                   "callback_url": "https://merchant.example/hooks", "params": params})
+        };
+        vec![
+            (
+                "purchase.csq",
+                envelope(
+                    "purchase",
+                    "csq",
+                    json!({
+                    "terminal_id": 17, "operator_id": 1001, "product_id": "gift-25",
+                    "amount_to_send_x100": 2500, "destination_amount_x100": 2500,
+                    "local_date_time": "2026-01-02T03:04:05Z", "beneficiary_phone_number": "+27820000000",
+                    "dynamic_product_id": "DYN-1", "receiver_email": "a@b.c",
+                    "receiver_message": "hi", "document_number": "X1", "document_type": "PASSPORT"}),
+                ),
+                &[
+                    "/callback_url",
+                    "/params/product_id",
+                    "/params/amount_to_send_x100",
+                    "/params/destination_amount_x100",
+                    "/params/local_date_time",
+                    "/params/beneficiary_phone_number",
+                    "/params/dynamic_product_id",
+                    "/params/receiver_email",
+                    "/params/receiver_message",
+                    "/params/document_number",
+                    "/params/document_type",
+                ],
+            ),
+            (
+                "products.csq",
+                envelope(
+                    "products",
+                    "csq",
+                    json!({"terminal_id": 17, "operator_id": 1003}),
+                ),
+                &["/callback_url"],
+            ),
+            (
+                "balance.csq",
+                envelope("balance", "csq", json!({"terminal_id": 17})),
+                &["/callback_url"],
+            ),
+            (
+                "provision.electrum",
+                envelope(
+                    "provision",
+                    "electrum",
+                    json!({
+                    "originator": originator, "receiver": {"id": "44444444", "name": "MobiTalk"},
+                    "amount_minor": 1000, "currency": "710", "voucher_code": "4242424242"}),
+                ),
+                &["/callback_url", "/params/receiver", "/params/voucher_code"],
+            ),
+            (
+                "redeem.electrum",
+                envelope(
+                    "redeem",
+                    "electrum",
+                    json!({"originator": originator, "voucher_code": "5"}),
+                ),
+                &["/callback_url"],
+            ),
+            (
+                "refund.electrum",
+                envelope(
+                    "refund",
+                    "electrum",
+                    json!({"originator": originator, "voucher_code": "5",
+                    "receiver": {"id": "44444444", "name": "MobiTalk"}}),
+                ),
+                &["/callback_url", "/params/receiver"],
+            ),
+            (
+                "lookup.electrum",
+                envelope(
+                    "lookup",
+                    "electrum",
+                    json!({"voucher_code": "5",
+                    "provision_request_id": "68d07240-e604-431f-d5ca-974cee9bd60d",
+                    "voucher_serial_number": "S1", "receiver_inst_id": "44444444",
+                    "settlement_entity_inst_id": "33333333"}),
+                ),
+                &[
+                    "/callback_url",
+                    "/params/voucher_code",
+                    "/params/provision_request_id",
+                    "/params/voucher_serial_number",
+                    "/params/receiver_inst_id",
+                    "/params/settlement_entity_inst_id",
+                ],
+            ),
+            (
+                "lookup_redemption.electrum",
+                envelope(
+                    "lookup_redemption",
+                    "electrum",
+                    json!({"request_id": "ca487760-974c-8313-a27d-1d728c54e6fd"}),
+                ),
+                &["/callback_url"],
+            ),
+        ]
+    }
+
+    fn template() -> impl Strategy<Value = (&'static str, Value, &'static [&'static str])> {
+        proptest::sample::select(templates())
+    }
+
+    fn bytes(v: &Value) -> Vec<u8> {
+        serde_json::to_vec(v).unwrap()
+    }
+
+    #[test]
+    fn every_template_is_valid() {
+        for (key, body, _) in templates() {
+            parse(key, &bytes(&body)).unwrap_or_else(|r| panic!("{key}: {:?}", r.reason));
+        }
+    }
+
+    #[test]
+    fn repeated_keys_and_zero_amounts_are_rejected() {
+        let body = br#"{"command_id": "c", "source": "s", "kind": "purchase", "provider": "csq",
+            "params": {"terminal_id": 1, "operator_id": 1001, "amount_to_send_x100": 1,
+                       "amount_to_send_x100": 100000}}"#;
+        assert_eq!(code("purchase.csq", body), "body_duplicate_key");
+        let r = parse("purchase.csq", body).unwrap_err();
+        assert_eq!(
+            r.envelope,
+            crate::command::Envelope::default(),
+            "nothing is trusted"
+        );
+        let mut p = good_params();
+        p["amount_to_send_x100"] = json!(0);
+        assert_eq!(code("purchase.csq", &purchase(p)), "invalid_field");
+        let mut p = good_params();
+        p["product_id"] = json!("");
+        assert_eq!(code("purchase.csq", &purchase(p)), "invalid_field");
+    }
+
+    proptest! {
+        /// Any JSON value as a body, on any known routing key, never panics the decoder,
+        /// and anything it accepts agrees with its routing key.
+        #[test]
+        fn arbitrary_json_bodies_never_panic(
+            body in crate::proptest_json::arb_json(),
+            (key, _, _) in template(),
+        ) {
+            if let Ok((cmd, action)) = parse(key, &bytes(&body)) {
+                prop_assert_eq!(format!("{}.{}", cmd.kind, cmd.provider), key);
+                prop_assert_eq!(action.kind(), cmd.kind.as_str());
+            }
+        }
+
+        /// A valid command with one change anywhere never panics the decoder. Removing a
+        /// required field, or giving any field a value of another JSON type, is always
+        /// rejected, with a reason code.
+        #[test]
+        fn malformed_commands_are_never_accepted(
+            (key, valid, optional) in template(),
+            (index, change) in crate::proptest_json::mutation(),
+        ) {
+            use crate::proptest_json::{Mutation, mutate};
+            let (pointer, body) = mutate(&valid, &index, &change);
+            let result = parse(key, &bytes(&body));
+            let must_reject = match &change {
+                Mutation::Remove => !pointer.is_empty() && !optional.contains(&pointer.as_str()),
+                Mutation::Retype(_) => true,
+                Mutation::Replace(_) => false,
+            };
+            if must_reject {
+                let rejection = result.err();
+                prop_assert!(rejection.is_some(), "{:?} at {} accepted: {}", change, pointer, body);
+                prop_assert!(rejection.is_some_and(|r| !r.reason.code().is_empty()));
+            }
+        }
+
+        /// Money: only a positive int32 of minor units is accepted, in every amount field.
+        #[test]
+        fn only_positive_int32_amounts_are_accepted(
+            amount in prop_oneof![any::<i64>(), -2i64..3, Just(i64::from(i32::MAX) + 1)],
+            field in proptest::sample::select(vec![
+                ("purchase.csq", "/params/amount_to_send_x100"),
+                ("purchase.csq", "/params/destination_amount_x100"),
+                ("provision.electrum", "/params/amount_minor"),
+            ]),
+        ) {
+            let (key, mut body, _) = templates().into_iter().find(|t| t.0 == field.0).unwrap();
+            *body.pointer_mut(field.1).unwrap() = json!(amount);
+            let accepted = parse(key, &bytes(&body)).is_ok();
+            prop_assert_eq!(accepted, amount > 0 && amount <= i64::from(i32::MAX));
+        }
+
+        /// Text longer than its limit is rejected wherever it is.
+        #[test]
+        fn oversized_text_is_rejected(
+            (key, valid, _) in template(),
+            index in any::<proptest::sample::Index>(),
+            extra in 0usize..64,
+        ) {
+            let strings: Vec<String> = crate::proptest_json::pointers(&valid)
+                .into_iter()
+                .filter(|p| valid.pointer(p).is_some_and(Value::is_string))
+                .collect();
+            let pointer = &strings[index.index(strings.len())];
+            let mut body = valid.clone();
+            // 2049 bytes is over every limit: ids (128), params (128, 512), URLs (2048).
+            *body.pointer_mut(pointer).unwrap() = json!("7".repeat(2049 + extra));
+            prop_assert!(parse(key, &bytes(&body)).is_err(), "{} accepted", pointer);
+        }
+    }
 }

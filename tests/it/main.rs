@@ -5,6 +5,7 @@ mod bad_input;
 mod callbacks;
 mod chaos;
 mod cli;
+mod corpus;
 mod csq_flows;
 mod demo;
 mod electrum;

@@ -88,14 +88,10 @@ impl CsqClient {
             .send("products", Method::GET, &path, &self.headers(), None)
             .await;
         let result = match answer {
-            Ok(v) => match v.get("items") {
-                Some(items) if v.get("rc").and_then(Value::as_i64) == Some(0) => {
-                    Ok(Some(items.clone()))
-                }
-                _ => Err(CallError::Unknown(
-                    "products answer without rc 0 and items".into(),
-                )),
-            },
+            // A list that cannot be read is never cached: the next purchase asks again.
+            Ok(v) => super::mapping::products_list(&v)
+                .map(Some)
+                .map_err(CallError::Unknown),
             Err(CallError::Refused { status: 404, .. }) => Ok(None),
             Err(e) => Err(e),
         };

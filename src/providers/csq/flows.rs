@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::client::{CsqClient, Products};
 use super::config::CsqConfig;
-use super::mapping::{Decision, PurchaseRef, purchase_decision, refusal};
+use super::mapping::{Decision, PurchaseRef, balance_step, purchase_decision, refusal};
 use super::params::{BalanceParams, ProductsParams, PurchaseParams};
 use super::poll::after_sale;
 use crate::command::Status;
@@ -108,34 +108,7 @@ pub async fn products(client: &CsqClient, p: &ProductsParams) -> (Step, Vec<Exch
 pub async fn balance(client: &CsqClient, p: &BalanceParams) -> (Step, Vec<Exchange>) {
     let (answer, exchange) = client.balance(p.terminal_id).await;
     let step = match answer {
-        Ok(v) if v.get("rc").and_then(Value::as_i64) == Some(0) => {
-            let balances: Vec<Value> = v
-                .get("items")
-                .and_then(Value::as_array)
-                .map(|items| {
-                    items
-                        .iter()
-                        .map(|b| {
-                            json!({
-                                "currency": b.get("currency"),
-                                "balance_x100": b.get("balanceX100").and_then(Value::as_i64),
-                                "credit_limit_x100": b.get("creditLimitX100").and_then(Value::as_i64),
-                            })
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            Step::done(
-                Status::Succeeded,
-                Some(json!({"terminal_id": p.terminal_id, "balances": balances})),
-                None,
-            )
-        }
-        Ok(v) => Step::failed(
-            "provider_refused",
-            "CSQ refused the balance request",
-            v.get("rc").map(|rc| format!("rc:{rc}")),
-        ),
+        Ok(v) => balance_step(&v, p.terminal_id),
         Err(CallError::Refused { status, body }) => refusal(status, &body),
         Err(e) => Step::Retry(e.to_string()),
     };

@@ -168,6 +168,12 @@ fn positive_int32(p: &Map<String, Value>, field: &'static str) -> Result<i32, Re
 fn text(p: &Map<String, Value>, field: &str) -> Result<Option<String>, RejectReason> {
     match p.get(field) {
         None | Some(Value::Null) => Ok(None),
+        // Absent (or null) is how a param is left out; an empty product or document
+        // reference would be sent, stored and echoed as if it named something.
+        Some(Value::String(s)) if s.is_empty() => Err(RejectReason::InvalidField(
+            format!("params.{field}"),
+            "must not be empty".into(),
+        )),
         Some(Value::String(s)) if s.len() <= MAX_TEXT => Ok(Some(s.clone())),
         Some(Value::String(_)) => Err(RejectReason::InvalidField(
             format!("params.{field}"),

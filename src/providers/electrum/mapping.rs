@@ -1,7 +1,7 @@
 //! What Electrum's answers mean for the command: the outcome of a provision, redemption,
 //! refund or lookup, and whether an advice got its final answer.
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use crate::command::{OutcomeError, Status};
@@ -27,6 +27,85 @@ pub fn result(answer: &Value, request_id: Uuid) -> Value {
         "third_party_identifiers": answer["thirdPartyIdentifiers"],
         "settlement_entity": answer["settlementEntity"],
         "slip_lines": slip,
+    })
+}
+
+/// Why a 2xx answer to a provision, redemption or refund (or the original one a
+/// `lookupRedemption` replays) is not the response `electrum-suv-examples/` shows, if it
+/// is not: an object whose `voucher` has a non-empty `code`, whose `id`, when given, is
+/// the request's, and whose other fields the result copies have their documented types.
+///
+/// Such an answer may still mean the effect was applied, so it is never read as a
+/// success: the caller treats it as an answer that did not come (reversed, or asked again).
+pub fn unreadable(answer: &Value, request_id: Uuid) -> Option<String> {
+    let Some(top) = answer.as_object() else {
+        return Some("2xx answer that is not a JSON object".into());
+    };
+    if let Err(why) = voucher_of(answer) {
+        return Some(why.into());
+    }
+    match top.get("id") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(id)) if id.parse::<Uuid>().ok() == Some(request_id) => {}
+        Some(_) => return Some("2xx answer whose id is not the request's".into()),
+    }
+    let voucher = &answer["voucher"];
+    let typed = [
+        (
+            &voucher["expiryDate"],
+            Value::is_string as fn(&Value) -> bool,
+            "voucher.expiryDate",
+        ),
+        (
+            &voucher["redeemInstructions"],
+            all_strings,
+            "voucher.redeemInstructions",
+        ),
+        (
+            &answer["thirdPartyIdentifiers"],
+            Value::is_array,
+            "thirdPartyIdentifiers",
+        ),
+        (
+            &answer["settlementEntity"],
+            Value::is_object,
+            "settlementEntity",
+        ),
+        (&answer["slipData"], Value::is_object, "slipData"),
+        (
+            &answer["slipData"]["messageLines"],
+            slip_lines,
+            "slipData.messageLines",
+        ),
+    ];
+    typed
+        .into_iter()
+        .find(|(v, ok, _)| !v.is_null() && !ok(v))
+        .map(|(_, _, name)| format!("2xx answer whose {name} has the wrong type"))
+}
+
+/// The answer's `voucher`, if it is an object with a non-empty `code` string.
+fn voucher_of(answer: &Value) -> Result<&Map<String, Value>, &'static str> {
+    let voucher = answer
+        .get("voucher")
+        .and_then(Value::as_object)
+        .ok_or("2xx answer without a voucher object")?;
+    match voucher.get("code") {
+        Some(Value::String(code)) if !code.is_empty() => Ok(voucher),
+        _ => Err("2xx answer whose voucher has no code string"),
+    }
+}
+
+fn all_strings(v: &Value) -> bool {
+    v.as_array()
+        .is_some_and(|items| items.iter().all(Value::is_string))
+}
+
+fn slip_lines(v: &Value) -> bool {
+    v.as_array().is_some_and(|lines| {
+        lines
+            .iter()
+            .all(|l| l.is_object() && (l["text"].is_null() || l["text"].is_string()))
     })
 }
 
@@ -62,7 +141,11 @@ fn refused(status: u16, body: &Value) -> Step {
 /// the executor reverses it.
 pub fn financial_step(answer: Result<Value, CallError>, request_id: Uuid) -> Step {
     match answer {
-        Ok(v) => Step::done(Status::Succeeded, Some(result(&v, request_id)), None),
+        Ok(v) => match unreadable(&v, request_id) {
+            // Unknown means reverse: the effect may be applied, the answer says nothing.
+            Some(why) => Step::Unknown(why),
+            None => Step::done(Status::Succeeded, Some(result(&v, request_id)), None),
+        },
         Err(CallError::Refused { status, body }) => refused(status, &body),
         Err(CallError::Unknown(reason)) => Step::Unknown(reason),
         Err(CallError::NotSent(reason)) => Step::Retry(reason),
@@ -97,7 +180,12 @@ pub fn provision_step(
 /// `lookupVoucher`: the voucher and its state; 404 means no such voucher.
 pub fn lookup_step(answer: Result<Value, CallError>) -> Step {
     match answer {
-        Ok(v) => Step::done(Status::Succeeded, Some(v), None),
+        // A VoucherLookupResponse names its voucher; one that does not is asked again, as
+        // an answer that did not come would be.
+        Ok(v) => match voucher_of(&v) {
+            Ok(_) => Step::done(Status::Succeeded, Some(v), None),
+            Err(why) => Step::Retry(why.into()),
+        },
         Err(CallError::Refused { status: 404, body }) => Step::done(
             Status::Declined,
             None,
@@ -118,7 +206,11 @@ pub fn lookup_step(answer: Result<Value, CallError>) -> Step {
 /// and 403 (another client's) are `failed`; still processing asks again.
 pub fn lookup_redemption_step(answer: Result<Value, CallError>, request_id: Uuid) -> Step {
     match answer {
-        Ok(v) => Step::done(Status::Succeeded, Some(result(&v, request_id)), None),
+        // An unreadable replay leaves the redemption as unknown as a 5xx does.
+        Ok(v) => match unreadable(&v, request_id) {
+            Some(why) => Step::Processing(why),
+            None => Step::done(Status::Succeeded, Some(result(&v, request_id)), None),
+        },
         Err(CallError::Refused { status: 404, .. }) => Step::failed(
             "not_received",
             "Electrum never received this redemption: nothing was redeemed",
@@ -462,5 +554,165 @@ mod tests {
         };
         assert!(answer.accepted);
         assert_eq!(answer.outcome.map(|o| o.0), Some(Status::Reversed));
+    }
+
+    /// A response as `electrum-suv-examples/ProvisionResponse.json` writes it, for `id`.
+    fn valid_response(id: Uuid) -> Value {
+        json!({
+            "id": id.to_string(), "time": "2018-12-07T07:50:17.483Z",
+            "client": {"id": "22222222", "name": "TransAcquire Co"},
+            "settlementEntity": {"id": "33333333", "name": "TransactionsRUs"},
+            "thirdPartyIdentifiers": [{"institutionId": "33333333", "transactionIdentifier": "X"}],
+            "slipData": {"messageLines": [{"text": "For any queries", "line": false}], "slipWidth": 0},
+            "voucher": {"code": "272516728292", "expiryDate": "2018-12-07T07:50:18.290Z",
+                        "redeemInstructions": ["To redeem", "*999*<pin>#"]}
+        })
+    }
+
+    /// An independent reading of a well-formed response, with serde's typed
+    /// deserialization of the fields the result copies (optional ones may be null).
+    fn is_well_formed(answer: &Value, id: Uuid) -> bool {
+        use serde::Deserialize;
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        #[allow(dead_code)]
+        struct Response {
+            id: Option<Uuid>,
+            voucher: Map<String, Value>,
+            third_party_identifiers: Option<Vec<Value>>,
+            settlement_entity: Option<Map<String, Value>>,
+            slip_data: Option<Map<String, Value>>,
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        #[allow(dead_code)]
+        struct Voucher {
+            code: String,
+            expiry_date: Option<String>,
+            redeem_instructions: Option<Vec<String>>,
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Slip {
+            message_lines: Option<Vec<Map<String, Value>>>,
+        }
+        // serde reads a struct from a list too: objects are checked by hand.
+        if !answer.is_object() {
+            return false;
+        }
+        let Ok(r) = Response::deserialize(answer) else {
+            return false;
+        };
+        let Ok(v) = Voucher::deserialize(&Value::Object(r.voucher)) else {
+            return false;
+        };
+        let slip_ok = r.slip_data.is_none_or(|s| {
+            Slip::deserialize(&Value::Object(s)).is_ok_and(|s| {
+                s.message_lines
+                    .unwrap_or_default()
+                    .iter()
+                    .all(|l| matches!(l.get("text"), None | Some(Value::Null | Value::String(_))))
+            })
+        });
+        !v.code.is_empty() && r.id.is_none_or(|i| i == id) && slip_ok
+    }
+
+    fn succeeded(step: &Step) -> bool {
+        matches!(
+            step,
+            Step::Done {
+                status: Status::Succeeded,
+                ..
+            }
+        )
+    }
+
+    #[test]
+    fn wrong_json_types_are_reversed_never_a_success() {
+        let id = Uuid::now_v7();
+        assert!(succeeded(&financial_step(Ok(valid_response(id)), id)));
+        let with = |f: &dyn Fn(&mut Value)| {
+            let mut v = valid_response(id);
+            f(&mut v);
+            v
+        };
+        for bad in [
+            json!(null),
+            json!([]),
+            json!("created"),
+            json!({}),
+            with(&|v| v["voucher"] = json!("272516728292")),
+            with(&|v| v["voucher"]["code"] = json!(272516728292u64)),
+            with(&|v| v["voucher"]["code"] = json!("")),
+            with(&|v| v["voucher"]["code"] = Value::Null),
+            with(&|v| v["voucher"]["expiryDate"] = json!(20181207)),
+            with(&|v| v["voucher"]["redeemInstructions"] = json!("To redeem")),
+            with(&|v| v["thirdPartyIdentifiers"] = json!({"a": 1})),
+            with(&|v| v["slipData"]["messageLines"] = json!([{"text": 5}])),
+            with(&|v| v["id"] = json!(Uuid::now_v7().to_string())),
+            with(&|v| v["id"] = json!(7)),
+        ] {
+            let step = financial_step(Ok(bad.clone()), id);
+            assert!(matches!(step, Step::Unknown(_)), "{bad}: {step:?}");
+            let step = lookup_redemption_step(Ok(bad.clone()), id);
+            assert!(matches!(step, Step::Processing(_)), "{bad}: {step:?}");
+        }
+        for bad in [
+            json!([]),
+            json!({"voucher": {"code": 5}}),
+            json!({"state": "CONFIRMED"}),
+        ] {
+            assert!(
+                matches!(lookup_step(Ok(bad.clone())), Step::Retry(_)),
+                "{bad}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        /// Any JSON never panics a parser of Electrum's answers, and is a success only
+        /// when well formed; a refusal, whatever its body, is never one.
+        #[test]
+        fn arbitrary_answers_are_successes_only_when_well_formed(
+            a in crate::proptest_json::arb_json(),
+            voucher in crate::proptest_json::arb_json(),
+            status in 400u16..500,
+        ) {
+            let id = Uuid::now_v7();
+            for answer in [a.clone(), json!({"voucher": voucher.clone()})] {
+                for step in [
+                    financial_step(Ok(answer.clone()), id),
+                    provision_step(Ok(answer.clone()), id, true),
+                    lookup_redemption_step(Ok(answer.clone()), id),
+                ] {
+                    proptest::prop_assert!(!succeeded(&step) || is_well_formed(&answer, id), "{}", answer);
+                }
+                if succeeded(&lookup_step(Ok(answer.clone()))) {
+                    proptest::prop_assert!(answer["voucher"]["code"].as_str().is_some_and(|c| !c.is_empty()));
+                }
+                let refusal = || Err(CallError::Refused { status, body: answer.clone() });
+                proptest::prop_assert!(!succeeded(&financial_step(refusal(), id)));
+                proptest::prop_assert!(!succeeded(&provision_step(refusal(), id, true)));
+                proptest::prop_assert!(!succeeded(&lookup_step(refusal())));
+                proptest::prop_assert!(!succeeded(&lookup_redemption_step(refusal(), id)));
+                let _ = judge_advice(&job(), &refusal(), Some(status));
+                let _ = judge_advice(&job(), &Ok(answer.clone()), Some(200));
+                let _ = error_type(&answer);
+            }
+        }
+
+        /// A response with one change anywhere is a success exactly when still well formed.
+        #[test]
+        fn mutated_responses_are_successes_exactly_when_well_formed(
+            (index, change) in crate::proptest_json::mutation(),
+        ) {
+            let id = Uuid::now_v7();
+            let (pointer, answer) = crate::proptest_json::mutate(&valid_response(id), &index, &change);
+            let step = financial_step(Ok(answer.clone()), id);
+            proptest::prop_assert_eq!(succeeded(&step), is_well_formed(&answer, id), "{:?} at {}: {}", change, pointer, answer);
+            if !succeeded(&step) {
+                proptest::prop_assert!(matches!(step, Step::Unknown(_)), "unknown means reverse");
+            }
+        }
     }
 }
