@@ -43,12 +43,16 @@ $$;
 --   proves "never arrived" once the request's own timeout has passed since then.
 -- - `command_sealed`: the command as received (sealed: it may hold a voucher code), so a
 --   request that never arrived can be sent again.
--- - `resends`, `prior_refs`: how often it was sent again, and the references used before.
+-- - `resends`, `prior_refs`: how often it was sent again, and the references used before;
+--   `request_id`: the request id of the current send.
 ALTER TABLE transactions ADD COLUMN lease_owner uuid;
 ALTER TABLE transactions ADD COLUMN sent_at timestamptz;
 ALTER TABLE transactions ADD COLUMN command_sealed bytea;
 ALTER TABLE transactions ADD COLUMN routing_key text;
 ALTER TABLE transactions ADD COLUMN resends integer NOT NULL DEFAULT 0;
+-- The provider request id of the current send, for providers that take one from us
+-- (Electrum); NULL is the transaction's own id (the first send).
+ALTER TABLE transactions ADD COLUMN request_id uuid;
 ALTER TABLE transactions ADD COLUMN prior_refs jsonb NOT NULL DEFAULT '[]';
 -- Commands sent again whose message may have been lost (the sweeper looks every 15 s).
 CREATE INDEX transactions_resent ON transactions (updated_at)

@@ -547,6 +547,41 @@ fn shown_path(path: &Path) -> String {
     }
 }
 
+/// The keys that seal and open stored voucher data: `DATA_ENCRYPTION_KEY`, or else one
+/// derived from each secret in `signing_secret`.
+fn data_keys(env: &dyn Env, signing_secret: &str) -> Result<Vec<[u8; 32]>, ConfigError> {
+    Ok(match env.get("DATA_ENCRYPTION_KEY") {
+        Some(b64) => vec![
+            crate::crypto::parse_key(&b64)
+                .map_err(|reason| ConfigError::invalid("DATA_ENCRYPTION_KEY", reason))?,
+        ],
+        // Without an explicit key, derive one from each signing secret so a development setup
+        // still encrypts at rest: the current secret's seals, and any opens, so a rotation in
+        // progress reads what was sealed before it. Production sets its own key, which a
+        // rotation does not touch (see docs/operations.md).
+        None => signing_secret
+            .split_whitespace()
+            .map(crate::crypto::derive_key)
+            .collect(),
+    })
+}
+
+impl Config {
+    /// Reads only the keys that open stored data, for operator commands that read outcomes
+    /// but call no provider (no provider credential is needed).
+    pub fn read_data_keys(&mut self, env: &dyn Env) -> Result<(), ConfigError> {
+        let secret = env.get("WEBHOOK_SIGNING_SECRET").unwrap_or_default();
+        if secret.is_empty() && env.get("DATA_ENCRYPTION_KEY").is_none() {
+            return Err(ConfigError::MissingEnv {
+                name: "DATA_ENCRYPTION_KEY or WEBHOOK_SIGNING_SECRET".into(),
+                hint: " (the relay's own, to open the stored outcomes)".into(),
+            });
+        }
+        self.secrets.data_keys = data_keys(env, &secret)?;
+        Ok(())
+    }
+}
+
 fn read_secrets(config: &Config, env: &dyn Env) -> Result<Secrets, ConfigError> {
     let webhook_signing_secret =
         env.get("WEBHOOK_SIGNING_SECRET")
@@ -563,20 +598,7 @@ fn read_secrets(config: &Config, env: &dyn Env) -> Result<Secrets, ConfigError> 
         )
     })?;
 
-    let data_keys = match env.get("DATA_ENCRYPTION_KEY") {
-        Some(b64) => vec![
-            crate::crypto::parse_key(&b64)
-                .map_err(|reason| ConfigError::invalid("DATA_ENCRYPTION_KEY", reason))?,
-        ],
-        // Without an explicit key, derive one from each signing secret so a development setup
-        // still encrypts at rest: the current secret's seals, and any opens, so a rotation in
-        // progress reads what was sealed before it. Production sets its own key, which a
-        // rotation does not touch (see docs/operations.md).
-        None => webhook_signing_secret
-            .split_whitespace()
-            .map(crate::crypto::derive_key)
-            .collect(),
-    };
+    let data_keys = data_keys(env, &webhook_signing_secret)?;
 
     // Only an enabled provider's credentials are needed.
     let mut provider_credentials = BTreeMap::new();

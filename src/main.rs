@@ -255,7 +255,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             sandbox,
             stuck_after,
         } => {
-            let config = load(false)?;
+            let mut config = load(false)?;
+            config.read_data_keys(&ProcessEnv)?;
             let store = open_store(&config).await?;
             let opts = voucher_relay::verify::Options {
                 sandbox,
@@ -281,7 +282,12 @@ async fn run_relay(config: Config) -> anyhow::Result<()> {
     let metrics = admin::install_metrics()?;
     let listen = config.admin.listen;
     let relay = Relay::start(config).await?;
-    let admin_task = tokio::spawn(admin::serve(listen, metrics, relay.shutdown()));
+    let shared = relay.shared.clone();
+    let ready: admin::Readiness = std::sync::Arc::new(move || {
+        let shared = shared.clone();
+        Box::pin(async move { shared.ready().await })
+    });
+    let admin_task = tokio::spawn(admin::serve(listen, metrics, ready, relay.shutdown()));
     tracing::info!(admin = %listen, "voucher-relay running");
     wait_for_signal().await;
     let grace_ms = relay.shared.config.recovery.shutdown_grace_ms;

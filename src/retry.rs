@@ -88,6 +88,63 @@ where
     retry_in_process(&INFRASTRUCTURE, what, op).await
 }
 
+/// While PostgreSQL or the broker is away, every handler in flight retries: one line a
+/// second says so, not one per handler and attempt.
+static RETRY_LOG: LogThrottle = LogThrottle::new();
+
+/// Lets one log line through per second, process-wide, and counts the ones held back.
+pub struct LogThrottle {
+    /// Milliseconds since [`LogThrottle::epoch`] at the last line let through, plus one
+    /// (0: none yet).
+    last_ms: std::sync::atomic::AtomicU64,
+    suppressed: std::sync::atomic::AtomicU64,
+}
+
+impl LogThrottle {
+    pub const fn new() -> LogThrottle {
+        LogThrottle {
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+            suppressed: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn epoch() -> std::time::Instant {
+        static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        *EPOCH.get_or_init(std::time::Instant::now)
+    }
+
+    /// `Some(lines held back since the last one)` if a line may go out now.
+    pub fn may_log(&self) -> Option<u64> {
+        let now = u64::try_from(Self::epoch().elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        self.may_log_at(now + 1)
+    }
+
+    /// [`may_log`](Self::may_log) at `now`, in milliseconds since the epoch plus one.
+    fn may_log_at(&self, now: u64) -> Option<u64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let last = self.last_ms.load(Relaxed);
+        if last != 0 && now.saturating_sub(last) < 1000 {
+            self.suppressed.fetch_add(1, Relaxed);
+            return None;
+        }
+        if self
+            .last_ms
+            .compare_exchange(last, now, Relaxed, Relaxed)
+            .is_err()
+        {
+            self.suppressed.fetch_add(1, Relaxed);
+            return None;
+        }
+        Some(self.suppressed.swap(0, Relaxed))
+    }
+}
+
+impl Default for LogThrottle {
+    fn default() -> Self {
+        LogThrottle::new()
+    }
+}
+
 /// Runs `op` until it succeeds, fails with a non-retryable error, or `policy` gives up.
 pub async fn retry_in_process<T, F, Fut>(
     policy: &InProcess,
@@ -108,7 +165,9 @@ where
     op.retry(schedule)
         .when(|e: &RelayError| e.class() == ErrorClass::Retryable)
         .notify(|e: &RelayError, wait: Duration| {
-            tracing::warn!(error = %e, step = what, retry_in_ms = wait.as_millis() as u64, "retrying");
+            if let Some(suppressed) = RETRY_LOG.may_log() {
+                tracing::warn!(error = %e, step = what, retry_in_ms = wait.as_millis() as u64, similar_lines_suppressed = suppressed, "retrying");
+            }
         })
         .await
 }
@@ -212,6 +271,21 @@ pub async fn publish_in_tier(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_retry_line_a_second_with_the_rest_counted() {
+        let throttle = LogThrottle::new();
+        assert_eq!(throttle.may_log_at(1), Some(0), "the first goes out");
+        assert_eq!(
+            throttle.may_log_at(500),
+            None,
+            "the next within a second is held back"
+        );
+        assert_eq!(throttle.may_log_at(900), None);
+        // A second later the next line says how many were held back.
+        assert_eq!(throttle.may_log_at(1001), Some(2));
+        assert_eq!(throttle.may_log_at(1002), None);
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap_with_jitter() {

@@ -54,6 +54,11 @@ impl Publisher {
         Ok(ch)
     }
 
+    /// Whether the broker answers: the confirm channel is open, or can be opened again.
+    pub async fn ready(&self) -> Result<()> {
+        self.channel().await.map(|_| ())
+    }
+
     /// Closes the connection.
     pub async fn close(&self) {
         if let Some((conn, _)) = self.open.lock().await.take() {

@@ -16,6 +16,7 @@ use serde::Deserialize;
 use crate::error::with_causes;
 use crate::mask::mask_json;
 use crate::ratelimit::ProviderLimit;
+use crate::webhook::deliver::parse_retry_after;
 
 /// The HTTP settings every provider section of `queues.toml` carries, flattened into it:
 /// where the provider is and how hard the relay may push it.
@@ -340,6 +341,16 @@ impl ProviderHttp {
         let code = status.as_u16();
         let unknown = |why: String| (Some(code), CallError::Unknown(why));
         let json_type = declared_json(response.headers());
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, chrono::Utc::now()));
+            self.limit.slow_down(retry_after).await;
+        } else {
+            self.limit.answered();
+        }
         // Whatever the status: a body that cannot be read whole says nothing final, and a
         // 2xx among them may have bought the voucher. So it is unknown, never "not sent".
         let bytes = read_capped(response, MAX_ANSWER_BYTES)

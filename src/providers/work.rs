@@ -15,8 +15,11 @@ use crate::command::{OutcomeError, Status, Subject};
 /// What the executor knows about the transaction it asks a provider to run.
 #[derive(Debug, Clone)]
 pub struct TxContext {
-    /// The relay's transaction id; also the request id of providers that take one.
+    /// The relay's transaction id.
     pub id: Uuid,
+    /// The request id of providers that take one: the transaction id on the first send, a
+    /// fresh one each time the command is sent again (the provider never received it).
+    pub request_id: Uuid,
     /// The number the relay allocated for providers that need one (CSQ's `localReference`).
     pub local_reference: Option<i32>,
     /// Attempts including this one.
@@ -196,6 +199,9 @@ pub enum AdviceJudgement {
 pub struct FinalAnswer {
     /// Names the answer in metrics (`accepted`, `not_found`, `refused`).
     pub verdict: &'static str,
+    /// The reversal found that the provider never received the request it reverses: the
+    /// command may be sent again under a fresh request id.
+    pub never_received: bool,
     /// False for a final refusal.
     pub accepted: bool,
     /// What a reversal's answer makes of its command; the worker applies it only while the

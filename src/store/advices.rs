@@ -13,6 +13,7 @@ use tokio_postgres::Transaction;
 use uuid::Uuid;
 
 use super::Store;
+use super::resend::{Resending, SendAgain};
 use super::state::TxState;
 use crate::command::{Outcome, Subject};
 use crate::error::{RelayError, Result};
@@ -28,7 +29,17 @@ pub(crate) async fn insert(
     a: &NewAdvice,
 ) -> Result<Option<Uuid>> {
     let id = Uuid::now_v7();
-    let request_id = a.request_id.unwrap_or(transaction_id);
+    // `None` is the transaction's own request: the one of its current send.
+    let request_id: Uuid = match a.request_id {
+        Some(r) => r,
+        None => tx
+            .query_one(
+                "SELECT COALESCE(request_id, id) FROM transactions WHERE id = $1",
+                &[&transaction_id],
+            )
+            .await?
+            .get(0),
+    };
     let row = tx
         .query_opt(
             "INSERT INTO advices (id, transaction_id, seq, provider, operation, kind, request_id,
@@ -225,6 +236,64 @@ impl Store {
         }
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// A reversal found its request never received, in one database transaction: the
+    /// advice is settled and, if it reversed the command's own current request, the
+    /// command is sent again under a fresh request id (within `budget`; past it, or for
+    /// another request, `outcome` ends it). `None` if another worker took the advice over;
+    /// `Some(None)` if the transaction had moved on (nothing to do).
+    pub async fn settle_advice_and_resend(
+        &self,
+        claimed: &ClaimedAdvice,
+        status: Option<u16>,
+        answer: Option<&Value>,
+        outcome: &Outcome,
+        budget: u32,
+    ) -> Result<Option<Option<SendAgain>>> {
+        let job = &claimed.job;
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let status = status.map(i32::from);
+        let n = tx
+            .execute(
+                "UPDATE advices SET state = 'done', final_status = $3, final_body = $4,
+                        settled_at = now(), locked_until = NULL, locked_by = NULL, updated_at = now()
+                 WHERE id = $1 AND locked_by = $2 AND state = 'pending'",
+                &[&job.id, &claimed.token, &status, &answer],
+            )
+            .await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        let own: bool = tx
+            .query_one(
+                "SELECT COALESCE(request_id, id) = $2 FROM transactions WHERE id = $1",
+                &[&job.transaction_id, &job.request_id],
+            )
+            .await?
+            .get(0);
+        let why = format!(
+            "Electrum never received request {}: its reversal found no record",
+            job.request_id
+        );
+        let result = if own {
+            let again = Resending {
+                from: TxState::Reversing,
+                budget,
+                why: &why,
+                subject: &job.subject,
+                past_budget: Some(outcome),
+            };
+            self.resend_unapplied_in(&tx, job.transaction_id, &again)
+                .await?
+        } else {
+            self.complete_in(&tx, job.transaction_id, TxState::Reversing, outcome)
+                .await?
+                .then(|| SendAgain::Exhausted(Box::new(outcome.clone())))
+        };
+        tx.commit().await?;
+        Ok(Some(result))
     }
 
     /// The retry budget is spent: the advice is parked. Returns the record operators need

@@ -32,6 +32,29 @@ pub struct Resend {
     pub body: Vec<u8>,
 }
 
+/// How a command the provider never received is sent again.
+#[derive(Debug, Clone, Copy)]
+pub struct Resending<'a> {
+    /// The state the transaction is in (`unknown`, or `reversing` for a provider that
+    /// learns it by a reversal).
+    pub from: TxState,
+    /// Sends again allowed before it ends.
+    pub budget: u32,
+    /// Why it counts as never received, for the record.
+    pub why: &'a str,
+    pub subject: &'a Subject,
+    /// The outcome past the budget; `None`: `failed` / `not_applied` with the references
+    /// it was sent under.
+    pub past_budget: Option<&'a Outcome>,
+}
+
+fn strip_nulls(v: Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(m.into_iter().filter(|(_, v)| !v.is_null()).collect()),
+        other => other,
+    }
+}
+
 /// What a "never arrived" answer came to.
 #[derive(Debug)]
 pub enum SendAgain {
@@ -68,11 +91,13 @@ pub(crate) async fn send_again(
     tx.execute(
         "UPDATE transactions SET resends = resends + 1, lease_owner = NULL,
              prior_refs = prior_refs || jsonb_build_array(jsonb_strip_nulls(jsonb_build_object(
-                 'local_reference', local_reference, 'sent_at', sent_at, 'reason', $2::text))),
+                 'local_reference', local_reference, 'request_id', COALESCE(request_id, id),
+                 'sent_at', sent_at, 'reason', $2::text))),
              local_reference = CASE WHEN local_reference IS NOT NULL
-                                    THEN nextval('local_reference_seq')::integer END
+                                    THEN nextval('local_reference_seq')::integer END,
+             request_id = $3
          WHERE id = $1",
-        &[&id, &why],
+        &[&id, &why, &Uuid::now_v7()],
     )
     .await?;
     let detail = json!({"reason": why});
@@ -125,36 +150,44 @@ impl Store {
         Ok(lost)
     }
 
-    /// The provider shows the request of `id` (now in `from`) never arrived: send it
-    /// again, unless `budget` resends were made already; then it ends `failed`
-    /// (`not_applied`), with the references it was sent under in its result. `None` if
-    /// the transaction was no longer in `from`.
+    /// The provider shows the request of `id` never arrived: send it again, unless the
+    /// budget is spent (see [`Resending`]). `None` if the transaction was no longer in
+    /// `from`.
     pub async fn resend_unapplied(
         &self,
         id: Uuid,
-        from: TxState,
-        budget: u32,
-        why: &str,
-        subject: &Subject,
+        again: &Resending<'_>,
     ) -> Result<Option<SendAgain>> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
+        let result = self.resend_unapplied_in(&tx, id, again).await?;
+        tx.commit().await?;
+        Ok(result)
+    }
+
+    /// [`resend_unapplied`](Self::resend_unapplied) inside the caller's database
+    /// transaction.
+    pub(crate) async fn resend_unapplied_in(
+        &self,
+        tx: &Transaction<'_>,
+        id: Uuid,
+        again: &Resending<'_>,
+    ) -> Result<Option<SendAgain>> {
         let row = tx
             .query_opt(
-                "SELECT resends, prior_refs, local_reference, sent_at::text AS sent_at,
-                        command_sealed IS NOT NULL AS kept
+                "SELECT resends, prior_refs, local_reference, request_id,
+                        sent_at::text AS sent_at, command_sealed IS NOT NULL AS kept
                  FROM transactions WHERE id = $1 AND state = $2 FOR UPDATE",
-                &[&id, &from.as_str()],
+                &[&id, &again.from.as_str()],
             )
             .await?;
         let Some(row) = row else {
             return Ok(None);
         };
         let resends: i32 = row.get("resends");
-        let within_budget = u32::try_from(resends).is_ok_and(|n| n < budget);
+        let within_budget = u32::try_from(resends).is_ok_and(|n| n < again.budget);
         if within_budget && row.get::<_, bool>("kept") {
-            let resend = send_again(&tx, &self.sealer, id, from, why).await?;
-            tx.commit().await?;
+            let resend = send_again(tx, &self.sealer, id, again.from, again.why).await?;
             return Ok(resend.map(SendAgain::Resend));
         }
         let mut references: Vec<Value> = match row.get::<_, Value>("prior_refs") {
@@ -162,22 +195,25 @@ impl Store {
             _ => Vec::new(),
         };
         let last = json!({"local_reference": row.get::<_, Option<i32>>("local_reference"),
-                          "sent_at": row.get::<_, Option<String>>("sent_at"), "reason": why});
-        references.push(last);
+                          "request_id": row.get::<_, Option<Uuid>>("request_id"),
+                          "sent_at": row.get::<_, Option<String>>("sent_at"), "reason": again.why});
+        references.push(strip_nulls(last));
         let sends = references.len();
-        let outcome = subject.outcome(
-            Status::Failed,
-            Some(json!({"sends": sends, "attempts": references})),
-            Some(error(
-                "not_applied",
-                format!(
-                    "the provider never received the command, sent {sends} time(s): nothing was done"
-                ),
-                None,
-            )),
-        );
-        let stored = self.complete_in(&tx, id, from, &outcome).await?;
-        tx.commit().await?;
+        let outcome = match again.past_budget {
+            Some(outcome) => outcome.clone(),
+            None => again.subject.outcome(
+                Status::Failed,
+                Some(json!({"sends": sends, "attempts": references})),
+                Some(error(
+                    "not_applied",
+                    format!(
+                        "the provider never received the command, sent {sends} time(s): nothing was done"
+                    ),
+                    None,
+                )),
+            ),
+        };
+        let stored = self.complete_in(tx, id, again.from, &outcome).await?;
         Ok(stored.then(|| SendAgain::Exhausted(Box::new(outcome))))
     }
 }

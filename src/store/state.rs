@@ -82,6 +82,7 @@ impl TxState {
                 | (AwaitingData, Completed)
                 | (AwaitingDraw, Completed)
                 | (Sending, Reversing)
+                | (Reversing, Received)
                 | (Reversing, Completed)
         )
     }

@@ -62,6 +62,9 @@ pub enum Intake {
 pub struct TxRef {
     pub id: Uuid,
     pub local_reference: Option<i32>,
+    /// The provider request id of the current send: the transaction's id, or a fresh one
+    /// after it was sent again.
+    pub request_id: Uuid,
 }
 
 /// What the audit trail says of a worker that died while sending.
@@ -140,7 +143,8 @@ impl Store {
         on_lost: Option<&UnknownPlan>,
     ) -> Result<Intake> {
         let sql = format!(
-            "SELECT id, state, local_reference, {} AS leased, outcome_sealed, kind, provider
+            "SELECT id, state, local_reference, {} AS leased, outcome_sealed, kind, provider,
+                    COALESCE(request_id, id) AS request_id
              FROM transactions WHERE source = $1 AND command_id = $2 FOR UPDATE",
             held_sql("$3")
         );
@@ -151,6 +155,7 @@ impl Store {
         let r = TxRef {
             id: row.get("id"),
             local_reference: row.get("local_reference"),
+            request_id: row.get("request_id"),
         };
         if row.get::<_, &str>("kind") != new.kind || row.get::<_, &str>("provider") != new.provider
         {
@@ -319,7 +324,10 @@ impl Store {
     pub async fn command_of(&self, id: Uuid) -> Result<Option<String>> {
         let client = self.pool.get().await?;
         let row = client
-            .query_opt("SELECT command_id FROM transactions WHERE id = $1", &[&id])
+            .query_opt(
+                "SELECT command_id FROM transactions WHERE id = $1 OR request_id = $1",
+                &[&id],
+            )
             .await?;
         Ok(row.map(|r| r.get(0)))
     }
@@ -531,5 +539,6 @@ async fn insert_new(
     Ok(Some(TxRef {
         id,
         local_reference: row.get(0),
+        request_id: id,
     }))
 }

@@ -142,6 +142,27 @@ async fn settle(
         Err(CallError::Refused { body, .. }) => Some(mask_json(body)),
         Err(_) => None,
     };
+    if let (true, Some(outcome)) = (s.never_received, &outcome) {
+        // Nothing was applied: the command goes again rather than failing.
+        let budget = shared.config.recovery.resend_budget;
+        let resent = until_done("settle advice and send again", || {
+            shared.store.settle_advice_and_resend(
+                claimed,
+                exchange.status,
+                answer_body.as_ref(),
+                outcome,
+                budget,
+            )
+        })
+        .await?;
+        let Some(resent) = resent else {
+            tracing::warn!(advice_id = %job.id, "another worker took this advice over");
+            return Ok(false);
+        };
+        metrics::counter!("voucher_advices_settled_total", "provider" => job.provider.clone(), "kind" => job.kind.as_str(), "verdict" => s.verdict).increment(1);
+        follow_up::act_on_send_again(shared, resent).await?;
+        return Ok(true);
+    }
     let settled = until_done("settle advice", || {
         shared.store.settle_advice(
             claimed,

@@ -240,6 +240,7 @@ async fn execute(shared: &Shared, job: &Job<'_>) -> Result<(), RelayError> {
     };
     let tx = TxContext {
         id: job.r.id,
+        request_id: job.r.request_id,
         local_reference: job.r.local_reference,
         attempt,
         waited: shared.tiers().waited_before(attempt),

@@ -20,6 +20,7 @@ use crate::error::{ErrorClass, RelayError};
 use crate::providers::work::PollStep;
 use crate::retry::until_done;
 use crate::store::polls::{ClaimedPoll, Due};
+use crate::store::resend::Resending;
 
 /// Handles one poll wake-up. A poll that fails the same way every time is parked for
 /// operators rather than looping through the dead-letter queue forever. A wake-up for a
@@ -79,12 +80,15 @@ async fn poll_once(shared: &Shared, id: Uuid) -> Result<(), RelayError> {
         PollStep::AgainAfter(wait) => reschedule(shared, &claimed, Some(wait)).await,
         PollStep::Resend(why) => {
             let budget = shared.config.recovery.resend_budget;
-            let resend = until_done("send again", || {
-                shared
-                    .store
-                    .resend_unapplied(id, claimed.state, budget, &why, &job.subject)
-            })
-            .await?;
+            let again = Resending {
+                from: claimed.state,
+                budget,
+                why: &why,
+                subject: &job.subject,
+                past_budget: None,
+            };
+            let resend =
+                until_done("send again", || shared.store.resend_unapplied(id, &again)).await?;
             follow_up::act_on_send_again(shared, resend).await
         }
         PollStep::Park(why) => Err(RelayError::Corrupt(why)),

@@ -50,6 +50,30 @@ impl Shared {
             .unwrap_or_default()
     }
 
+    /// Whether this relay can work now: PostgreSQL and RabbitMQ answer within 2 s each.
+    /// `Err` names what it waits for (for `/readyz`).
+    pub async fn ready(&self) -> Result<(), String> {
+        let limit = std::time::Duration::from_secs(2);
+        let db = async {
+            let client = self.store.pool.get().await.map_err(|e| e.to_string())?;
+            client
+                .simple_query("SELECT 1")
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        match tokio::time::timeout(limit, db).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(format!("PostgreSQL unavailable: {e}")),
+            Err(_) => return Err("PostgreSQL unavailable: no answer within 2 s".into()),
+        }
+        match tokio::time::timeout(limit, self.publisher.ready()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("RabbitMQ unavailable: {e}")),
+            Err(_) => Err("RabbitMQ unavailable: no answer within 2 s".into()),
+        }
+    }
+
     pub fn tiers(&self) -> Tiers<'_> {
         Tiers(&self.config.delay_tiers)
     }

@@ -27,7 +27,9 @@ fn chaos_allowed() -> bool {
 }
 
 /// The i-th command of the mix: mostly sales that succeed, some declines, some with
-/// additional data, some through the flaky gateway, Electrum provisions, and 1 % garbage.
+/// additional data, Electrum provisions, and 1 % garbage. (Operator 1008 stays out: its
+/// every-other-call failure is shared by all its commands, so under load some of them spend
+/// their resend budget, which says nothing about the chaos.)
 fn command(i: usize, hook: &str) -> (String, Vec<u8>) {
     let id = format!("chaos-{i}");
     let with_hook = |mut c: serde_json::Value| {
@@ -38,8 +40,7 @@ fn command(i: usize, hook: &str) -> (String, Vec<u8>) {
         0 => return ("purchase.csq".into(), b"{not json".to_vec()),
         1..=9 => with_hook(purchase(&id, 1005, None)),
         10..=19 => with_hook(purchase(&id, 1002, None)),
-        20..=24 => with_hook(purchase(&id, 1008, None)),
-        25..=39 => with_hook(json!({
+        20..=34 => with_hook(json!({
             "command_id": id, "source": "pos-chaos", "kind": "provision", "provider": "electrum",
             "params": {
                 "originator": {
@@ -78,13 +79,19 @@ impl Log {
 
 /// Counts of transactions by state and status, and of rejections and callbacks.
 async fn progress(env: &TestEnv) -> Option<(i64, Vec<(String, i64)>)> {
-    let (client, conn) = tokio_postgres::connect(&env.config.database.url, tokio_postgres::NoTls)
-        .await
-        .ok()?;
+    let connected = tokio_postgres::connect(&env.config.database.url, tokio_postgres::NoTls).await;
+    let (client, conn) = match connected {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("chaos: cannot read progress: {e}");
+            return None;
+        }
+    };
     tokio::spawn(conn);
     let rows = client
         .query(
-            "SELECT state || COALESCE('/' || status, ''), count(*) FROM transactions
+            "SELECT provider || ' ' || kind || ' ' || state || COALESCE('/' || status, ''), count(*)
+             FROM transactions
              GROUP BY 1 ORDER BY 1",
             &[],
         )
@@ -106,6 +113,18 @@ async fn progress(env: &TestEnv) -> Option<(i64, Vec<(String, i64)>)> {
 fn kill(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// The relay processes of the run; killed when the test ends, however it ends, so a
+/// failed run leaves no process holding connections.
+struct Relays(Vec<Child>);
+
+impl Drop for Relays {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            kill(child);
+        }
+    }
 }
 
 #[tokio::test]
@@ -131,17 +150,22 @@ async fn chaos_loses_and_doubles_nothing() {
         start: Instant::now(),
         lines: Vec::new(),
     };
-    let mut relays = vec![
+    let mut relays = Relays(vec![
         env.spawn_relay_process().await,
         env.spawn_relay_process().await,
-    ];
+    ]);
     log.say(format!(
         "two relay processes up; publishing {COMMANDS} commands"
     ));
     let hook = env.hook_url.clone();
-    for i in 0..COMMANDS {
-        let (key, body) = command(i, &hook);
-        env.publish_raw(&key, &body, None, &format!("c{i}")).await;
+    // A hundred confirms awaited at a time: publishing is not what is under test.
+    for chunk in (0..COMMANDS).collect::<Vec<_>>().chunks(100) {
+        let sends = chunk.iter().map(|&i| {
+            let (key, body) = command(i, &hook);
+            let env = &env;
+            async move { env.publish_raw(&key, &body, None, &format!("c{i}")).await }
+        });
+        futures_util::future::join_all(sends).await;
     }
     log.say("published".into());
 
@@ -157,11 +181,11 @@ async fn chaos_loses_and_doubles_nothing() {
         step += 1;
         if kills < 6 && step % 2 == 1 {
             // A pseudo-random victim and moment: the step's parity and a hash of it.
-            let victim = (step.wrapping_mul(0x9E37_79B9) >> 7) as usize % relays.len();
-            kill(&mut relays[victim]);
+            let victim = (step.wrapping_mul(0x9E37_79B9) >> 7) as usize % relays.0.len();
+            kill(&mut relays.0[victim]);
             kills += 1;
             log.say(format!("SIGKILL relay #{victim} (kill {kills})"));
-            relays[victim] = env.spawn_relay_process().await;
+            relays.0[victim] = env.spawn_relay_process().await;
             log.say(format!("relay #{victim} started again"));
         }
         if step == 4 && receiver_down_at.is_none() {
@@ -207,16 +231,18 @@ async fn chaos_loses_and_doubles_nothing() {
             log.lines.join("\n")
         );
     }
-    for relay in &mut relays {
+    for relay in &mut relays.0 {
         let _ = std::process::Command::new("kill")
             .args(["-TERM", &relay.id().to_string()])
             .status();
         let _ = relay.wait();
     }
     log.say("relays stopped; running voucher-relay verify --sandbox".into());
-    let out = env
-        .relay_command(&["verify", "--sandbox"])
-        .output()
+    // On a blocking thread: the sandbox verify reads is served by this test's runtime.
+    let mut verify = env.relay_command(&["verify", "--sandbox"]);
+    let out = tokio::task::spawn_blocking(move || verify.output())
+        .await
+        .unwrap()
         .expect("verify runs");
     let report = String::from_utf8_lossy(&out.stdout);
     eprintln!("{report}");

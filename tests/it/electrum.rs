@@ -290,11 +290,53 @@ async fn timed_out_redemption_is_reversed_through_five_503s() {
 }
 
 /// A 503 before the effect: the redemption is unknown to the relay, so it is reversed; the
-/// provider never had it (404), and the outcome is `failed` with that reason.
+/// provider never had it (404), so nothing was applied and the redemption is sent again
+/// under a fresh request id: it succeeds, one redemption applied.
 #[tokio::test]
-async fn unreceived_redemption_fails_with_the_reason() {
+async fn unreceived_redemption_is_sent_again_and_succeeds() {
     let env = TestEnv::new().await;
     let relay = env.start_relay().await;
+    let mut c = Client::new(&env).await;
+    let code = confirmed_voucher(&env, &mut c, "p-1").await;
+    env.electrum
+        .inject(Operation::Redeem, Fault::ErrorBeforeEffect(503), 1);
+    let o = c.run(&env, &redeem("r-1", &code)).await;
+    assert_eq!(o.status, Status::Succeeded, "{o:?}");
+    let stats = env.electrum.stats();
+    assert_eq!(
+        stats.calls[&Operation::Redeem],
+        2,
+        "the 503, then the redemption"
+    );
+    assert_eq!(stats.effects[&Operation::Redeem], 1, "redeemed once");
+    let db = env.db().await;
+    let row = db
+        .query_one(
+            "SELECT id, request_id, resends, prior_refs FROM transactions WHERE command_id = 'r-1'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (id, request_id): (uuid::Uuid, Option<uuid::Uuid>) = (row.get(0), row.get(1));
+    assert_eq!(row.get::<_, i32>(2), 1);
+    assert_ne!(request_id, Some(id), "a fresh request id");
+    let prior: Value = row.get(3);
+    assert_eq!(prior[0]["request_id"], json!(id.to_string()));
+    // The voucher is spent now: a second redemption is refused.
+    let o = c.run(&env, &redeem("r-2", &code)).await;
+    assert_eq!(o.status, Status::Declined, "{o:?}");
+    relay.stop().await;
+    env.cleanup().await;
+}
+
+/// With no resend budget, the redemption the provider never had (its reversal found no
+/// record) ends `failed` with that reason.
+#[tokio::test]
+async fn unreceived_redemption_fails_with_the_reason_past_the_budget() {
+    let env = TestEnv::new().await;
+    let mut config = env.config.clone();
+    config.recovery.resend_budget = 0;
+    let relay = Relay::start(config).await.unwrap();
     let mut c = Client::new(&env).await;
     let code = confirmed_voucher(&env, &mut c, "p-1").await;
     env.electrum
@@ -864,6 +906,42 @@ async fn refused_credentials_keep_the_reversal_going() {
     let relay = env.start_relay().await;
     let (_, o) = next_outcomes(&mut c.replies, 1, WAIT).await.remove(0);
     assert_eq!(o.status, Status::Reversed, "{o:?}");
+    relay.stop().await;
+    env.cleanup().await;
+}
+
+/// Electrum answers two provisions with 429 (no `Retry-After`): nothing was applied, the
+/// relay slows Electrum's limiter down (1 s, then 2 s) and sends again; the third attempt
+/// succeeds, with one provision applied. CSQ, another provider, keeps selling meanwhile.
+#[tokio::test]
+async fn a_provider_answering_429_is_slowed_down_not_failed() {
+    let env = TestEnv::new().await;
+    let relay = env.start_relay().await;
+    let mut c = Client::new(&env).await;
+    env.electrum
+        .inject(Operation::Provision, Fault::ErrorBeforeEffect(429), 2);
+    let o = c.run(&env, &provision("p-429")).await;
+    assert_eq!(o.status, Status::Succeeded, "{o:?}");
+    let stats = env.electrum.stats();
+    assert_eq!(
+        stats.calls[&Operation::Provision],
+        3,
+        "two 429s, then the sale"
+    );
+    assert_eq!(stats.effects[&Operation::Provision], 1, "one voucher");
+    let db = env.db().await;
+    let retried: i64 = scalar(
+        &db,
+        "SELECT count(*) FROM audit_trail WHERE from_state = 'sending' AND to_state = 'received'",
+    )
+    .await;
+    assert_eq!(retried, 2, "each 429 handed the command back, unsent");
+    let o = c.run(&env, &purchase("csq-beside-429", 1001, None)).await;
+    assert_eq!(
+        o.status,
+        Status::Succeeded,
+        "other providers are unaffected"
+    );
     relay.stop().await;
     env.cleanup().await;
 }

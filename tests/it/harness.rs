@@ -15,7 +15,7 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use lapin::options::{BasicAckOptions, BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Connection};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use serde_json::Value;
 use sha2::Sha256;
 use voucher_relay::broker::reply::ReplyQueue;
@@ -310,8 +310,12 @@ impl TestEnv {
             .spawn()
             .expect("relay process starts");
         let queue = self.name("commands.csq");
+        // A connection of its own: the test's may have died with a broker restart.
+        let conn = Connection::connect(&amqp_url(), ConnectionProperties::default())
+            .await
+            .expect("broker reachable");
         for _ in 0..200 {
-            let ch = self.conn.create_channel().await.unwrap();
+            let ch = conn.create_channel().await.unwrap();
             let declared = ch
                 .queue_declare(
                     queue.as_str().into(),

@@ -317,13 +317,23 @@ pub fn judge_advice(
                 "Electrum refused the relay's message as malformed (HTTP {status} FORMAT_ERROR): fix the relay, then `advices replay --rebuild`"
             ))
         }
-        (verdict, _) => AdviceJudgement::Settled(FinalAnswer {
-            verdict: verdict_name(&verdict),
-            accepted: verdict == AdviceVerdict::Accepted,
-            outcome: (job.kind == AdviceKind::Reversal)
+        (verdict, _) => {
+            let outcome = (job.kind == AdviceKind::Reversal)
                 .then(|| reversal_outcome(job, &verdict))
-                .flatten(),
-        }),
+                .flatten();
+            // A 404 to a reversal: Electrum never had the request, so nothing was applied
+            // and the command may go again (a request arriving after its reversal is
+            // refused by Electrum, which remembers early reversals).
+            let never_received = outcome.as_ref().is_some_and(|(status, _, e)| {
+                *status == Status::Failed && e.code == "not_received"
+            });
+            AdviceJudgement::Settled(FinalAnswer {
+                verdict: verdict_name(&verdict),
+                never_received,
+                accepted: verdict == AdviceVerdict::Accepted,
+                outcome,
+            })
+        }
     }
 }
 

@@ -164,17 +164,24 @@ impl Electrum {
         let c = &self.client;
         match action {
             Action::Provision(p) => {
-                let (answer, ex) = c.provision(tx.id, p).await;
+                let (answer, ex) = c.provision(tx.request_id, p).await;
                 let chose_code = p.voucher_code.is_some();
-                (mapping::provision_step(answer, tx.id, chose_code), ex)
+                (
+                    mapping::provision_step(answer, tx.request_id, chose_code),
+                    ex,
+                )
             }
             Action::Redeem(p) => {
-                let (answer, ex) = c.voucher_operation(Operation::Redeem, tx.id, p).await;
-                (mapping::financial_step(answer, tx.id), ex)
+                let (answer, ex) = c
+                    .voucher_operation(Operation::Redeem, tx.request_id, p)
+                    .await;
+                (mapping::financial_step(answer, tx.request_id), ex)
             }
             Action::Refund(p) => {
-                let (answer, ex) = c.voucher_operation(Operation::Refund, tx.id, p).await;
-                (mapping::financial_step(answer, tx.id), ex)
+                let (answer, ex) = c
+                    .voucher_operation(Operation::Refund, tx.request_id, p)
+                    .await;
+                (mapping::financial_step(answer, tx.request_id), ex)
             }
             Action::Lookup(p) => {
                 let (answer, ex) = c.lookup_voucher(p).await;

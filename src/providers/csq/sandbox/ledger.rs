@@ -39,11 +39,11 @@ pub(super) struct Ledger {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum ChaosFault {
     /// 503, nothing sold.
-    ErrorBeforeEffect,
+    Unavailable,
     /// Sold; the answer is held past any client timeout.
-    TimeoutAfterEffect,
+    AnswerHeld,
     /// Sold; the connection is dropped mid-answer.
-    DropAfterEffect,
+    ConnectionDropped,
 }
 
 impl Default for Ledger {
@@ -88,9 +88,9 @@ impl Ledger {
         }
         self.faults += 1;
         Some(match self.faults % 3 {
-            0 => ChaosFault::ErrorBeforeEffect,
-            1 => ChaosFault::TimeoutAfterEffect,
-            _ => ChaosFault::DropAfterEffect,
+            0 => ChaosFault::Unavailable,
+            1 => ChaosFault::AnswerHeld,
+            _ => ChaosFault::ConnectionDropped,
         })
     }
 

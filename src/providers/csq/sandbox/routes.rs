@@ -120,7 +120,7 @@ async fn purchase(
     }
     let options = &sandbox.inner.options;
     let fault = sandbox.ledger().chaos_fault(options.fault_per_mille);
-    if fault == Some(ChaosFault::ErrorBeforeEffect) {
+    if fault == Some(ChaosFault::Unavailable) {
         sandbox.ledger().stats.purchase_calls += 1;
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -134,8 +134,8 @@ async fn purchase(
         Purchase::Decided(answer) => answer,
     };
     match fault {
-        Some(ChaosFault::TimeoutAfterEffect) => tokio::time::sleep(options.slow_answer).await,
-        Some(ChaosFault::DropAfterEffect) => return dropped_mid_answer(),
+        Some(ChaosFault::AnswerHeld) => tokio::time::sleep(options.slow_answer).await,
+        Some(ChaosFault::ConnectionDropped) => return dropped_mid_answer(),
         _ => {}
     }
     if operator == OPERATOR_SLOW {
