@@ -57,3 +57,7 @@ ALTER TABLE transactions ADD COLUMN prior_refs jsonb NOT NULL DEFAULT '[]';
 -- Commands sent again whose message may have been lost (the sweeper looks every 15 s).
 CREATE INDEX transactions_resent ON transactions (updated_at)
     WHERE state = 'received' AND resends > 0;
+
+-- outbox: the process that claimed a row. Its claim holds while that process lives, so a
+-- SIGKILLed dispatcher's rows go out again within seconds, not after the claim's time.
+ALTER TABLE outbox ADD COLUMN locked_by uuid;

@@ -157,14 +157,20 @@ pub struct Busy {
     pub per_destination: i32,
     /// The schedule's first step: how long a callback waits before its first attempt.
     pub first_wait: Duration,
+    /// This process: its claims hold while it lives (see `store::processes`).
+    pub owner: uuid::Uuid,
 }
 
 /// The claim. Due rows, minus paused or open-circuit destinations and disabled URLs, are
 /// numbered per destination; a callback row is taken only while its number fits the room
-/// left at its destination (one probe at a time while a circuit is half-open).
+/// left at its destination (one probe at a time while a circuit is half-open). A row
+/// claimed by a process that has died is free at once, whatever its claim's time says
+/// (`live` is worked out once per claim, over the processes not known to be stopped).
 const CLAIM: &str = "
 WITH busy AS (
     SELECT * FROM unnest($3::text[], $4::int[]) AS b(destination, in_flight)
+), live AS (
+    SELECT id FROM relay_processes WHERE stopped_at IS NULL AND relay_process_alive(id, 3)
 ), candidates AS (
     SELECT o.id, o.channel, o.next_attempt_at,
            row_number() OVER (PARTITION BY o.destination ORDER BY o.next_attempt_at, o.id) AS n,
@@ -177,13 +183,14 @@ WITH busy AS (
       AND NOT (o.channel = 'callback' AND o.attempts = 0
                AND o.created_at > now() - make_interval(secs => $6))
       AND o.id <> ALL($7::bigint[])
-      AND (o.locked_until IS NULL OR o.locked_until < now())
+      AND (o.locked_until IS NULL OR o.locked_until < now()
+           OR (o.locked_by IS NOT NULL AND o.locked_by NOT IN (SELECT id FROM live)))
       AND (d.paused_until IS NULL OR d.paused_until <= now())
       AND (d.circuit_open_until IS NULL OR d.circuit_open_until <= now())
       AND NOT (o.channel = 'callback'
                AND EXISTS (SELECT 1 FROM callback_disabled_urls u WHERE u.url = o.target))
 )
-UPDATE outbox SET locked_until = now() + make_interval(secs => $2)
+UPDATE outbox SET locked_until = now() + make_interval(secs => $2), locked_by = $8
 WHERE id IN (
     SELECT id FROM outbox WHERE id IN (
         SELECT id FROM candidates
@@ -191,7 +198,8 @@ WHERE id IN (
         ORDER BY next_attempt_at, id
         LIMIT $1)
     FOR UPDATE SKIP LOCKED)
-  AND (locked_until IS NULL OR locked_until < now())
+  AND (locked_until IS NULL OR locked_until < now()
+       OR (locked_by IS NOT NULL AND locked_by NOT IN (SELECT id FROM live)))
 RETURNING id, event_id, coalesce(transaction_id, rejection_id) AS transaction_id, channel,
           target, destination, correlation_id, origin_id, payload_sealed, attempts, throttled,
           locked_until";
@@ -238,6 +246,7 @@ impl Store {
                     &busy.per_destination,
                     &busy.first_wait.as_secs_f64(),
                     &busy.rows,
+                    &busy.owner,
                 ],
             )
             .await?;

@@ -60,7 +60,8 @@ impl Store {
         let client = self.pool.get().await?;
         let row = client
             .query_one(
-                "WITH beat AS (UPDATE relay_processes SET heartbeat_at = now() WHERE id = $1)
+                "WITH beat AS (UPDATE relay_processes SET heartbeat_at = now(), stopped_at = NULL
+                               WHERE id = $1)
                  SELECT CASE WHEN EXISTS (
                             SELECT 1 FROM pg_locks
                             WHERE pid = pg_backend_pid() AND locktype = 'advisory'
@@ -72,6 +73,21 @@ impl Store {
             )
             .await?;
         Ok(row.get(0))
+    }
+
+    /// Marks stopped the processes that are not alive, so the claims that ask "is its
+    /// owner alive?" look at live processes only. One that comes back clears the mark with
+    /// its next heartbeat. Returns how many were marked.
+    pub async fn reap_dead_processes(&self) -> Result<u64> {
+        let client = self.pool.get().await?;
+        let n = client
+            .execute(
+                "UPDATE relay_processes SET stopped_at = now()
+                 WHERE stopped_at IS NULL AND NOT relay_process_alive(id, $1)",
+                &[&GRACE.as_secs_f64()],
+            )
+            .await?;
+        Ok(n)
     }
 
     /// A clean stop: this process holds nothing any more.

@@ -100,7 +100,7 @@ impl InFlight {
             .any(|n| *n >= per_destination)
     }
 
-    fn busy(&self, per_destination: i32, first_wait: Duration) -> Busy {
+    fn busy(&self, per_destination: i32, first_wait: Duration, owner: uuid::Uuid) -> Busy {
         let state = self.lock();
         let (destinations, in_flight) = state
             .by_destination
@@ -113,6 +113,7 @@ impl InFlight {
             rows: state.rows.iter().copied().collect(),
             per_destination,
             first_wait,
+            owner,
         }
     }
 
@@ -172,7 +173,7 @@ pub async fn deliver_outbox_until_shutdown(shared: Arc<Shared>, mut shutdown: Sh
         let items = if room == 0 {
             Vec::new()
         } else {
-            let busy = in_flight.busy(per_destination, first_wait);
+            let busy = in_flight.busy(per_destination, first_wait, shared.process.id);
             let limit = i64::try_from(room).unwrap_or(0);
             match shared
                 .outbox_store

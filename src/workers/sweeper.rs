@@ -99,6 +99,14 @@ async fn wake_lost_advices(shared: &Shared) {
 }
 
 async fn take_over_dead_workers(shared: &Shared) {
+    match shared.store.reap_dead_processes().await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            processes = n,
+            "relay processes found dead; their work is taken over"
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot check which relay processes are alive"),
+    }
     let names = shared.providers.names();
     let lost = match shared.store.lost_sends(&names).await {
         Ok(lost) => lost,
