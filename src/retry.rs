@@ -88,9 +88,10 @@ where
     retry_in_process(&INFRASTRUCTURE, what, op).await
 }
 
-/// While PostgreSQL or the broker is away, every handler in flight retries: one line a
-/// second says so, not one per handler and attempt.
-static RETRY_LOG: LogThrottle = LogThrottle::new();
+/// While PostgreSQL or the broker is away, every handler in flight retries, and the
+/// dispatcher and the sweeper keep asking: one line a second says so, process-wide, not one
+/// per task and attempt.
+pub static INFRA_LOG: LogThrottle = LogThrottle::new();
 
 /// Lets one log line through per second, process-wide, and counts the ones held back.
 pub struct LogThrottle {
@@ -165,7 +166,7 @@ where
     op.retry(schedule)
         .when(|e: &RelayError| e.class() == ErrorClass::Retryable)
         .notify(|e: &RelayError, wait: Duration| {
-            if let Some(suppressed) = RETRY_LOG.may_log() {
+            if let Some(suppressed) = INFRA_LOG.may_log() {
                 tracing::warn!(error = %e, step = what, retry_in_ms = wait.as_millis() as u64, similar_lines_suppressed = suppressed, "retrying");
             }
         })

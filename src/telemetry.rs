@@ -11,7 +11,9 @@ use tracing_subscriber::EnvFilter;
 ///   failure in its own words (one error message, or a "consumer lost" warning).
 /// - tokio-postgres logs every server NOTICE at INFO, such as refinery's "relation … already
 ///   exists, skipping" on each start.
-const QUIETED: &str = "lapin=off,tokio_postgres=warn";
+/// - deadpool logs a warning for every pooled connection it cannot open or recycle, dozens a
+///   second while PostgreSQL is away; the relay says so itself, one line a second at most.
+const QUIETED: &str = "lapin=off,tokio_postgres=warn,deadpool=error";
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -19,7 +19,7 @@ use tracing::Instrument;
 
 use super::shared::Shared;
 use crate::broker::publisher::json_properties;
-use crate::retry::{Backoff, Jitter, Schedule};
+use crate::retry::{Backoff, INFRA_LOG, Jitter, Schedule};
 use crate::shutdown::Shutdown;
 use crate::store::outbox::{AfterAttempt, Busy, Channel, Circuit, OutboxItem};
 use crate::webhook::{Attempt, Verdict};
@@ -182,7 +182,9 @@ pub async fn deliver_outbox_until_shutdown(shared: Arc<Shared>, mut shutdown: Sh
             {
                 Ok(items) => items,
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the outbox; retrying");
+                    if let Some(n) = INFRA_LOG.may_log() {
+                        tracing::warn!(error = %e, similar_lines_suppressed = n, "cannot read the outbox; retrying");
+                    }
                     Vec::new()
                 }
             }

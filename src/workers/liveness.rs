@@ -1,7 +1,7 @@
 //! Proves this process alive to the others, on a connection of its own, until the relay
 //! has stopped (see [`crate::store::processes`]).
 
-use crate::retry::{Backoff, Jitter};
+use crate::retry::{Backoff, INFRA_LOG, Jitter};
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::store::processes::{HEARTBEAT, ProcessId};
@@ -32,7 +32,9 @@ pub async fn keep_alive(store: Store, me: ProcessId, mut stopped: Shutdown) {
             Err(e) => {
                 failures += 1;
                 if failures == 1 {
-                    tracing::warn!(process = %me.id, error = %e, "heartbeat failed; other processes may take this one's work over");
+                    if let Some(n) = INFRA_LOG.may_log() {
+                        tracing::warn!(process = %me.id, error = %e, similar_lines_suppressed = n, "heartbeat failed; other processes may take this one's work over");
+                    }
                 }
                 RETRY.wait(failures)
             }

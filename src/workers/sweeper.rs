@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::follow_up::{self, Wake, plan_for_unknown};
 use super::shared::Shared;
+use crate::retry::INFRA_LOG;
 use crate::shutdown::Shutdown;
 use crate::store::transactions::{LOST_WORKER, Lost};
 
@@ -30,8 +31,8 @@ pub async fn sweep_until_shutdown(shared: Arc<Shared>, mut shutdown: Shutdown) {
             _ = shutdown.wait() => return,
             _ = tokio::time::sleep(TAKEOVER_EVERY) => {}
         }
-        take_over_dead_workers(&shared).await;
-        if last_sweep.elapsed() < SWEEP_EVERY {
+        // While PostgreSQL is away there is nothing to sweep, and nothing more to say.
+        if !take_over_dead_workers(&shared).await || last_sweep.elapsed() < SWEEP_EVERY {
             continue;
         }
         last_sweep = Instant::now();
@@ -98,25 +99,36 @@ async fn wake_lost_advices(shared: &Shared) {
     }
 }
 
-async fn take_over_dead_workers(shared: &Shared) {
+/// Takes over the work of dead processes; false if PostgreSQL cannot be asked.
+async fn take_over_dead_workers(shared: &Shared) -> bool {
     match shared.store.reap_dead_processes().await {
         Ok(0) => {}
         Ok(n) => tracing::warn!(
             processes = n,
             "relay processes found dead; their work is taken over"
         ),
-        Err(e) => tracing::warn!(error = %e, "cannot check which relay processes are alive"),
+        Err(e) => {
+            // PostgreSQL is away: nothing to take over until it is back.
+            if let Some(n) = INFRA_LOG.may_log() {
+                tracing::warn!(error = %e, similar_lines_suppressed = n, "cannot check which relay processes are alive");
+            }
+            return false;
+        }
     }
     let names = shared.providers.names();
     let lost = match shared.store.lost_sends(&names).await {
         Ok(lost) => lost,
-        Err(e) => return tracing::warn!(error = %e, "cannot read work held by dead processes"),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read work held by dead processes");
+            return false;
+        }
     };
     for (id, kind, provider) in lost {
         if let Err(e) = take_over(shared, id, &kind, &provider).await {
             tracing::warn!(transaction_id = %id, error = %e, "could not take over from the dead worker");
         }
     }
+    true
 }
 
 /// A financial request may have been applied: the provider's plan for an unknown outcome.

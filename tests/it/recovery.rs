@@ -258,3 +258,44 @@ async fn sigterm_mid_batch_exits_cleanly_and_loses_nothing() {
     relay.stop().await;
     env.cleanup().await;
 }
+
+/// A live worker is never robbed, however slow its call: while relay A waits on a purchase
+/// whose answer CSQ holds, relay B (another registered process) receives a duplicate of
+/// the command and leaves it to A. One provider call, one voucher, never `unknown`.
+#[tokio::test]
+async fn a_live_slow_worker_is_not_robbed() {
+    let env = TestEnv::with_sandbox(SandboxOptions {
+        // Under the tests' 3 s CSQ timeout: slow, but answered.
+        slow_answer: Duration::from_millis(2500),
+        ..SandboxOptions::default()
+    })
+    .await;
+    let a = env.start_relay().await;
+    let (reply_to, mut replies) = env.reply_queue().await;
+    env.publish(&purchase("slow-1", 1006, None), Some(&reply_to), "first")
+        .await;
+    let deadline = Instant::now() + WAIT;
+    while env.sandbox.stats().answers_held == 0 {
+        assert!(Instant::now() < deadline, "the purchase never reached CSQ");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let b = env.start_relay().await;
+    env.publish(&purchase("slow-1", 1006, None), Some(&reply_to), "second")
+        .await;
+    let got = next_outcomes(&mut replies, 2, WAIT).await;
+    for (c, o) in &got {
+        assert_eq!(o.status, Status::Succeeded, "{c}: {o:?}");
+    }
+    assert_eq!(got[0].1.event_id, got[1].1.event_id, "one outcome");
+    let stats = env.sandbox.stats();
+    assert_eq!(stats.purchase_calls, 1, "sent once");
+    assert_eq!(stats.purchases_applied, 1);
+    assert_eq!(
+        audit_states(&env, "slow-1").await,
+        ["received", "sending", "completed"],
+        "never taken over"
+    );
+    a.stop().await;
+    b.stop().await;
+    env.cleanup().await;
+}
