@@ -18,6 +18,7 @@ use uuid::Uuid;
 use crate::command::{Outcome, Status};
 use crate::config::Config;
 use crate::providers::csq::sandbox::SaleRecord;
+use crate::providers::electrum::sandbox::EffectRecord;
 use crate::store::Store;
 
 /// How many breaches of one invariant are printed; the count says the rest.
@@ -227,8 +228,9 @@ async fn terminal_events(store: &Store) -> anyhow::Result<HashMap<Uuid, HashSet<
     Ok(terminal)
 }
 
-/// No financial effect happened twice at a provider: the sandbox's sales against the
-/// relay's records (CSQ, whose ledger lists every voucher sold by `localReference`).
+/// No financial effect happened twice at a provider: the sandboxes' ledgers against the
+/// relay's records (CSQ's vouchers sold by `localReference`, Electrum's effects by request
+/// id).
 async fn no_double_effect(config: &Config, store: &Store, sandbox: bool) -> anyhow::Result<Check> {
     let mut c = Check::new("no_double_effect");
     let db = store.pool.get().await?;
@@ -247,28 +249,45 @@ async fn no_double_effect(config: &Config, store: &Store, sandbox: bool) -> anyh
             "{shared} provider references used by two transactions"
         ));
     }
+    drop(db);
     if !sandbox {
         c.skipped = Some("the providers' ledgers are compared with --sandbox".into());
         return Ok(c);
     }
-    if !config.providers.csq.enabled {
-        c.skipped = Some("CSQ is not enabled".into());
-        return Ok(c);
+    if config.providers.csq.enabled {
+        csq_ledger(config, store, &mut c).await?;
     }
-    let url = format!(
-        "{}/sandbox/sales",
-        config.providers.csq.http.base_url.trim_end_matches('/')
-    );
-    let sales: Vec<SaleRecord> = reqwest::Client::builder()
+    if config.providers.electrum.enabled {
+        electrum_ledger(config, store, &mut c).await?;
+    }
+    Ok(c)
+}
+
+/// A sandbox's ledger, from its own endpoint at `path` on the origin of `base_url`.
+async fn sandbox_ledger<T: serde::de::DeserializeOwned>(
+    base_url: &str,
+    path: &str,
+) -> anyhow::Result<T> {
+    let mut url = reqwest::Url::parse(base_url)?;
+    url.set_path(path);
+    url.set_query(None);
+    Ok(reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .no_proxy()
         .build()?
-        .get(&url)
+        .get(url)
         .send()
         .await?
         .error_for_status()?
         .json()
-        .await?;
+        .await?)
+}
+
+/// CSQ: every voucher sold is one success of the relay's, under the reference it holds now.
+async fn csq_ledger(config: &Config, store: &Store, c: &mut Check) -> anyhow::Result<()> {
+    let db = store.pool.get().await?;
+    let sales: Vec<SaleRecord> =
+        sandbox_ledger(&config.providers.csq.http.base_url, "/sandbox/sales").await?;
     c.count("csq vouchers sold", sales.len() as i64);
     let rows = db
         .query(
@@ -342,7 +361,74 @@ async fn no_double_effect(config: &Config, store: &Store, sandbox: bool) -> anyh
         }
     }
     c.count("csq purchases succeeded", reported_sold);
-    Ok(c)
+    Ok(())
+}
+
+/// Electrum: every effect that stands (approved, not reversed) is the one success of the
+/// transaction whose current request it is; nothing stands under a request the relay gave
+/// up on, or under a command whose outcome says it did not happen.
+async fn electrum_ledger(config: &Config, store: &Store, c: &mut Check) -> anyhow::Result<()> {
+    let db = store.pool.get().await?;
+    let effects: Vec<EffectRecord> =
+        sandbox_ledger(&config.providers.electrum.http.base_url, "/sandbox/effects").await?;
+    let standing: HashSet<Uuid> = effects
+        .iter()
+        .filter(|e| !e.reversed)
+        .map(|e| e.request_id)
+        .collect();
+    c.count("electrum effects standing", standing.len() as i64);
+    let rows = db
+        .query(
+            "SELECT command_id, state, status, COALESCE(request_id, id) AS request_id, prior_refs
+             FROM transactions
+             WHERE provider = 'electrum' AND kind IN ('provision', 'redeem', 'refund')",
+            &[],
+        )
+        .await?;
+    let mut known = HashSet::new();
+    let mut succeeded = 0;
+    for row in &rows {
+        let command_id: String = row.get("command_id");
+        let request_id: Uuid = row.get("request_id");
+        known.insert(request_id);
+        if let Value::Array(prior) = row.get::<_, Value>("prior_refs") {
+            for p in prior {
+                let Some(r) = p["request_id"]
+                    .as_str()
+                    .and_then(|r| r.parse::<Uuid>().ok())
+                else {
+                    continue;
+                };
+                known.insert(r);
+                if standing.contains(&r) {
+                    c.breach(format!(
+                        "{command_id}: an effect stands under request {r}, which the relay sent again as never received"
+                    ));
+                }
+            }
+        }
+        let state: String = row.get("state");
+        let status: Option<String> = row.get("status");
+        match (state.as_str(), status.as_deref()) {
+            ("completed", Some("succeeded")) => {
+                succeeded += 1;
+                if !standing.contains(&request_id) {
+                    c.breach(format!("{command_id}: reported succeeded, but no effect of its request {request_id} stands"));
+                }
+            }
+            ("completed", Some(other)) if standing.contains(&request_id) => c.breach(format!(
+                "{command_id}: outcome {other}, but its request {request_id} stands at Electrum"
+            )),
+            _ => {}
+        }
+    }
+    c.count("electrum operations succeeded", succeeded);
+    for r in standing.iter().filter(|r| !known.contains(*r)) {
+        c.breach(format!(
+            "an effect stands under request {r}, which is no transaction of the relay's"
+        ));
+    }
+    Ok(())
 }
 
 /// Every unknown outcome was resolved, reversed, or parked with a reason.

@@ -1,7 +1,8 @@
 //! The chaos suite: a mixed load of about 5,000 commands over both providers while two
 //! relay processes are SIGKILLed at random moments (at least 5 times), RabbitMQ and
 //! PostgreSQL restart once each, the CSQ sandbox fails 20 % of purchase calls (a 503
-//! before the sale, a timeout after it, a connection dropped after it), and the callback
+//! before the sale, a timeout after it, a connection dropped after it), the Electrum
+//! sandbox 20 % of its calls (a 503 before the effect, a timeout after it), and the callback
 //! receiver is down for a while. At the end `voucher-relay verify --sandbox` must pass.
 //!
 //! It restarts the shared services, so it runs alone (the harness's exclusive lock) and
@@ -141,6 +142,8 @@ async fn chaos_loses_and_doubles_nothing() {
         ..SandboxOptions::default()
     })
     .await;
+    // Electrum fails 20 % of its calls too: a 503 before the effect or a timeout after it.
+    env.electrum.set_random_faults(200);
     // Callbacks outlive the receiver's outage; the tests' compressed schedule would not.
     env.config_text = env.config_text.replace(
         "retry_schedule = \"0s,100ms,200ms,400ms\"",

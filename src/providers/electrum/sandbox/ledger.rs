@@ -121,6 +121,10 @@ pub(super) struct Ledger {
     pub(super) refunds: Book,
     /// By voucher code.
     pub(super) vouchers: HashMap<String, Voucher>,
+    /// Calls per thousand that meet a random fault when none was injected (chaos runs),
+    /// and the state of the fixed-seed generator that picks them.
+    pub(super) random_faults: u16,
+    fault_seed: u64,
 }
 
 impl Default for Ledger {
@@ -132,6 +136,8 @@ impl Default for Ledger {
             redemptions: Book::default(),
             refunds: Book::default(),
             vouchers: HashMap::new(),
+            random_faults: 0,
+            fault_seed: 0x2545_F491_4F6C_DD1D,
         }
     }
 }
@@ -155,11 +161,58 @@ impl Ledger {
         }
     }
 
-    /// Consumes the next fault injected for `operation`, if any, and counts it.
+    /// Consumes the next fault injected for `operation`, if any, or else meets a random one
+    /// (chaos runs), and counts it.
     pub(super) fn take_fault(&mut self, operation: Operation) -> Option<Fault> {
-        let fault = self.faults.take(operation)?;
+        let fault = self
+            .faults
+            .take(operation)
+            .or_else(|| self.random_fault())?;
         bump(&mut self.stats.faults, operation);
         Some(fault)
+    }
+
+    /// `random_faults` calls in a thousand: a 503 before the effect or a timeout after it,
+    /// in turn.
+    fn random_fault(&mut self) -> Option<Fault> {
+        if self.random_faults == 0 {
+            return None;
+        }
+        // xorshift64: deterministic, so a chaos run can be repeated.
+        let mut x = self.fault_seed;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.fault_seed = x;
+        if x % 1000 >= u64::from(self.random_faults) {
+            return None;
+        }
+        Some(if (x / 1000) % 2 == 0 {
+            Fault::ErrorBeforeEffect(503)
+        } else {
+            Fault::TimeoutAfterEffect
+        })
+    }
+
+    /// Every approved provision, redemption and refund, with where it stands.
+    pub(super) fn effects(&self) -> Vec<super::EffectRecord> {
+        let mut all = Vec::new();
+        for (family, book) in [
+            ("provision", &self.provisions),
+            ("redeem", &self.redemptions),
+            ("refund", &self.refunds),
+        ] {
+            for (id, txs) in &book.requests {
+                for tx in txs.iter().filter(|tx| tx.approved) {
+                    all.push(super::EffectRecord {
+                        family: family.to_string(),
+                        request_id: *id,
+                        reversed: tx.state == Advised::Reversed,
+                    });
+                }
+            }
+        }
+        all
     }
 
     /// The provision state of a voucher; a voucher without its provision cannot exist, but

@@ -179,6 +179,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use axum::Router;
+use uuid::Uuid;
 
 pub use faults::Fault;
 pub use operation::Operation;
@@ -200,6 +201,15 @@ impl Default for SandboxOptions {
             slow_answer: Duration::from_secs(60),
         }
     }
+}
+
+/// One approved provision, redemption or refund, as `GET /sandbox/effects` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EffectRecord {
+    /// `provision`, `redeem` or `refund`.
+    pub family: String,
+    pub request_id: Uuid,
+    pub reversed: bool,
 }
 
 struct Inner {
@@ -244,6 +254,18 @@ impl ElectrumSandbox {
     /// The counters so far.
     pub fn stats(&self) -> Stats {
         self.ledger().stats.clone()
+    }
+
+    /// From now on, `per_mille` calls in a thousand that have no injected fault meet a
+    /// random one: a 503 before the effect or a timeout after it (chaos runs).
+    pub fn set_random_faults(&self, per_mille: u16) {
+        self.ledger().random_faults = per_mille.min(1000);
+    }
+
+    /// Every approved provision, redemption and refund, with whether it was reversed: the
+    /// ledger `voucher-relay verify --sandbox` compares (`GET /sandbox/effects`).
+    pub fn effects(&self) -> Vec<EffectRecord> {
+        self.ledger().effects()
     }
 
     /// Forgets every voucher, transaction, pending fault and counter, like

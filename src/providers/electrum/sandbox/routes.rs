@@ -34,7 +34,7 @@ pub(super) fn router(sandbox: ElectrumSandbox) -> Router {
             },
         )
     };
-    let routes: [(&str, MethodRouter<ElectrumSandbox>); 13] = [
+    let routes: [(&str, MethodRouter<ElectrumSandbox>); 14] = [
         (
             "/suv/v1/vouchers",
             route(Provision, Request).get(lookup_voucher),
@@ -54,6 +54,7 @@ pub(super) fn router(sandbox: ElectrumSandbox) -> Router {
         ("/suv/v1/testServerAdmin/reset", post(reset)),
         ("/sandbox/faults", post(inject_over_http)),
         ("/sandbox/stats", get(stats)),
+        ("/sandbox/effects", get(effects)),
     ];
     let mut router = Router::new();
     for (path, methods) in routes {
@@ -118,6 +119,11 @@ async fn reset(State(sandbox): State<ElectrumSandbox>) -> StatusCode {
 /// `GET /sandbox/stats`.
 async fn stats(State(sandbox): State<ElectrumSandbox>) -> axum::Json<Stats> {
     axum::Json(sandbox.stats())
+}
+
+/// `GET /sandbox/effects`.
+async fn effects(State(sandbox): State<ElectrumSandbox>) -> axum::Json<Vec<super::EffectRecord>> {
+    axum::Json(sandbox.effects())
 }
 
 /// `POST /sandbox/faults`: [`ElectrumSandbox::inject`] over HTTP.
