@@ -22,3 +22,14 @@ pub async fn run(config: &Config, env: &dyn Env) -> anyhow::Result<()> {
     futures_util::future::try_join_all(servers).await?;
     Ok(())
 }
+
+/// The next number of a sandbox's fault generator (xorshift64): cheap and deterministic, so
+/// a chaos run that picks faults with it can be repeated. `state` must not be 0.
+pub fn next_roll(state: &mut u64) -> u64 {
+    let mut x = *state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    *state = x;
+    x
+}

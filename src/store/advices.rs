@@ -84,6 +84,25 @@ pub struct ClaimedAdvice {
     pub tx_state: TxState,
 }
 
+/// Records the final answer of a claimed advice, if this worker's claim still holds.
+async fn mark_settled(
+    tx: &Transaction<'_>,
+    claimed: &ClaimedAdvice,
+    status: Option<u16>,
+    answer: Option<&Value>,
+) -> Result<bool> {
+    let status = status.map(i32::from);
+    let n = tx
+        .execute(
+            "UPDATE advices SET state = 'done', final_status = $3, final_body = $4,
+                    settled_at = now(), locked_until = NULL, locked_by = NULL, updated_at = now()
+             WHERE id = $1 AND locked_by = $2 AND state = 'pending'",
+            &[&claimed.job.id, &claimed.token, &status, &answer],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
 /// When the head advice of a transaction is due.
 #[derive(Debug, Clone)]
 pub enum AdviceDue {
@@ -218,16 +237,7 @@ impl Store {
         let job = &claimed.job;
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let status = status.map(i32::from);
-        let n = tx
-            .execute(
-                "UPDATE advices SET state = 'done', final_status = $3, final_body = $4,
-                        settled_at = now(), locked_until = NULL, locked_by = NULL, updated_at = now()
-                 WHERE id = $1 AND locked_by = $2 AND state = 'pending'",
-                &[&job.id, &claimed.token, &status, &answer],
-            )
-            .await?;
-        if n == 0 {
+        if !mark_settled(&tx, claimed, status, answer).await? {
             return Ok(false);
         }
         if let Some(outcome) = outcome {
@@ -254,16 +264,7 @@ impl Store {
         let job = &claimed.job;
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let status = status.map(i32::from);
-        let n = tx
-            .execute(
-                "UPDATE advices SET state = 'done', final_status = $3, final_body = $4,
-                        settled_at = now(), locked_until = NULL, locked_by = NULL, updated_at = now()
-                 WHERE id = $1 AND locked_by = $2 AND state = 'pending'",
-                &[&job.id, &claimed.token, &status, &answer],
-            )
-            .await?;
-        if n == 0 {
+        if !mark_settled(&tx, claimed, status, answer).await? {
             return Ok(None);
         }
         let own: bool = tx

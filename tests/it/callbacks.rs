@@ -318,8 +318,22 @@ async fn retry_after_pauses_its_destination_while_another_keeps_receiving() {
         b.iter().all(|s| s.at < a[1].at),
         "the other destination was not held behind the pause"
     );
-    // Retry-After used no step of the schedule.
+    // Retry-After used no step of the schedule. The receiver sees a delivery just before
+    // the relay records it: wait for the records first.
     let db = env.db().await;
+    let recorded = format!(
+        "SELECT count(*) FROM outbox WHERE channel = 'callback' AND target = '{}'
+           AND delivered_at IS NOT NULL",
+        slow_down.url("/a")
+    );
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while scalar::<i64>(&db, &recorded).await < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "deliveries never recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let throttled: i64 = scalar(
         &db,
         "SELECT count(*) FROM callback_attempts WHERE result = 'throttled' AND status = 429",

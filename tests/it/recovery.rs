@@ -175,19 +175,15 @@ async fn assert_each_once(env: &TestEnv, n: usize) {
     );
 }
 
-/// RabbitMQ restarts in the middle of a 200-purchase batch: the relay reconnects, declares
-/// its topology again and finishes the batch, each purchase once.
-#[tokio::test]
-async fn a_broker_restart_mid_batch_loses_and_doubles_nothing() {
-    if !restarts_allowed() {
-        return;
-    }
+/// A 200-purchase batch with `restart` run in its middle (after 30 are done), on a relay
+/// that keeps running: every purchase succeeds once.
+async fn batch_survives(prefix: &str, restart: fn()) {
     let env = TestEnv::exclusive(SandboxOptions::default()).await;
     let relay = env.start_relay().await;
     let n = 200;
-    publish_batch(&env, "b", n).await;
+    publish_batch(&env, prefix, n).await;
     let before = wait_completed(&env, 30, WAIT).await;
-    tokio::task::spawn_blocking(restart_broker).await.unwrap();
+    tokio::task::spawn_blocking(restart).await.unwrap();
     let done = wait_completed(&env, n as i64, Duration::from_secs(120)).await;
     assert_eq!(done as usize, n, "{before} done before the restart");
     assert!((before as usize) < n, "the restart fell in the batch");
@@ -196,25 +192,22 @@ async fn a_broker_restart_mid_batch_loses_and_doubles_nothing() {
     env.cleanup().await;
 }
 
+/// RabbitMQ restarts in the middle of a 200-purchase batch: the relay reconnects, declares
+/// its topology again and finishes the batch, each purchase once.
+#[tokio::test]
+async fn a_broker_restart_mid_batch_loses_and_doubles_nothing() {
+    if restarts_allowed() {
+        batch_survives("b", restart_broker).await;
+    }
+}
+
 /// PostgreSQL stops for two seconds in the middle of a 200-purchase batch: the relay takes
 /// no work while it is away, acks nothing it has not recorded, and finishes by itself.
 #[tokio::test]
 async fn a_postgres_restart_mid_batch_loses_and_doubles_nothing() {
-    if !restarts_allowed() {
-        return;
+    if restarts_allowed() {
+        batch_survives("p", restart_postgres).await;
     }
-    let env = TestEnv::exclusive(SandboxOptions::default()).await;
-    let relay = env.start_relay().await;
-    let n = 200;
-    publish_batch(&env, "p", n).await;
-    let before = wait_completed(&env, 30, WAIT).await;
-    tokio::task::spawn_blocking(restart_postgres).await.unwrap();
-    let done = wait_completed(&env, n as i64, Duration::from_secs(120)).await;
-    assert_eq!(done as usize, n, "{before} done before the restart");
-    assert!((before as usize) < n, "the restart fell in the batch");
-    assert_each_once(&env, n).await;
-    relay.stop().await;
-    env.cleanup().await;
 }
 
 /// SIGTERM in the middle of a batch: the relay stops consuming, finishes what it holds and

@@ -77,12 +77,7 @@ impl Ledger {
         if per_mille == 0 {
             return None;
         }
-        // xorshift64: cheap, deterministic, and good enough to spread faults over calls.
-        let mut x = self.fault_seed;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.fault_seed = x;
+        let x = crate::sandbox::next_roll(&mut self.fault_seed);
         if x % 1000 >= u64::from(per_mille) {
             return None;
         }

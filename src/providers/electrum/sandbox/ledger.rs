@@ -178,12 +178,7 @@ impl Ledger {
         if self.random_faults == 0 {
             return None;
         }
-        // xorshift64: deterministic, so a chaos run can be repeated.
-        let mut x = self.fault_seed;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.fault_seed = x;
+        let x = crate::sandbox::next_roll(&mut self.fault_seed);
         if x % 1000 >= u64::from(self.random_faults) {
             return None;
         }
