@@ -99,8 +99,9 @@ pub async fn run(config_path: &Path, total: usize) -> anyhow::Result<()> {
 
 /// The rig with short fault timings, so every flow finishes within the demo.
 async fn start_demo_rig(config_path: &Path, env: &DemoEnv) -> anyhow::Result<Rig> {
-    // 1006 answers after 4 s: give up after 2 s and resolve it. 1007 never sold: say so
-    // after 5 s of asking.
+    // 1006 answers after 4 s: give up after 2 s and resolve it. 1007 never sells: each
+    // send is proved never received 2 s after it (the request timeout), sent again up to the
+    // resend budget, then `failed` / `not_applied`, about 9 s in all.
     let options = SandboxOptions {
         slow_answer: Duration::from_secs(4),
         additional_data_delay: Duration::from_secs(1),
