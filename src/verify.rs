@@ -143,7 +143,7 @@ async fn one_outcome_per_command(store: &Store, stuck: f64) -> anyhow::Result<Ch
                     EXTRACT(EPOCH FROM (now() - t.updated_at))::float8 AS idle,
                     p.transaction_id IS NOT NULL AS polled, p.parked_reason,
                     a.transaction_id IS NOT NULL AS advised, a.parked,
-                    t.state = 'sending' AND relay_process_alive(t.lease_owner, 3) AS held
+                    t.state = 'sending' AND relay_process_alive(t.lease_owner, $1) AS held
              FROM transactions t
              LEFT JOIN polls p ON p.transaction_id = t.id
              LEFT JOIN LATERAL (SELECT transaction_id, bool_or(state = 'parked') AS parked
@@ -151,7 +151,7 @@ async fn one_outcome_per_command(store: &Store, stuck: f64) -> anyhow::Result<Ch
                                   AND state IN ('pending', 'parked')
                                 GROUP BY transaction_id) a ON true
              WHERE t.state <> 'completed'",
-            &[],
+            &[&crate::store::processes::GRACE.as_secs_f64()],
         )
         .await?;
     let mut reasons: BTreeMap<String, i64> = BTreeMap::new();

@@ -170,7 +170,7 @@ const CLAIM: &str = "
 WITH busy AS (
     SELECT * FROM unnest($3::text[], $4::int[]) AS b(destination, in_flight)
 ), live AS (
-    SELECT id FROM relay_processes WHERE stopped_at IS NULL AND relay_process_alive(id, 3)
+    SELECT id FROM relay_processes WHERE stopped_at IS NULL AND relay_process_alive(id, $9)
 ), candidates AS (
     SELECT o.id, o.channel, o.next_attempt_at,
            row_number() OVER (PARTITION BY o.destination ORDER BY o.next_attempt_at, o.id) AS n,
@@ -247,6 +247,7 @@ impl Store {
                     &busy.first_wait.as_secs_f64(),
                     &busy.rows,
                     &busy.owner,
+                    &super::processes::GRACE.as_secs_f64(),
                 ],
             )
             .await?;

@@ -48,12 +48,11 @@ pub struct Resending<'a> {
     pub past_budget: Option<&'a Outcome>,
 }
 
-fn strip_nulls(v: Value) -> Value {
-    match v {
-        Value::Object(m) => Value::Object(m.into_iter().filter(|(_, v)| !v.is_null()).collect()),
-        other => other,
-    }
-}
+/// The reference a transaction's current send went under, as `prior_refs` and an
+/// outcome's `result.attempts` list it; `$3` is why it counts as never received.
+const SENT_REFERENCE: &str = "jsonb_strip_nulls(jsonb_build_object(
+    'local_reference', local_reference, 'request_id', COALESCE(request_id, id),
+    'sent_at', sent_at, 'reason', $3::text))";
 
 /// What a "never arrived" answer came to.
 #[derive(Debug)]
@@ -89,15 +88,15 @@ pub(crate) async fn send_again(
     // The old reference is kept for the record; a provider that takes a reference from us
     // gets a fresh one, so the request sent again cannot be mistaken for the first.
     tx.execute(
-        "UPDATE transactions SET resends = resends + 1, lease_owner = NULL,
-             prior_refs = prior_refs || jsonb_build_array(jsonb_strip_nulls(jsonb_build_object(
-                 'local_reference', local_reference, 'request_id', COALESCE(request_id, id),
-                 'sent_at', sent_at, 'reason', $2::text))),
-             local_reference = CASE WHEN local_reference IS NOT NULL
-                                    THEN nextval('local_reference_seq')::integer END,
-             request_id = $3
-         WHERE id = $1",
-        &[&id, &why, &Uuid::now_v7()],
+        &format!(
+            "UPDATE transactions SET resends = resends + 1, lease_owner = NULL,
+                 prior_refs = prior_refs || jsonb_build_array({SENT_REFERENCE}),
+                 local_reference = CASE WHEN local_reference IS NOT NULL
+                                        THEN nextval('local_reference_seq')::integer END,
+                 request_id = $2
+             WHERE id = $1"
+        ),
+        &[&id, &Uuid::now_v7(), &why],
     )
     .await?;
     let detail = json!({"reason": why});
@@ -175,10 +174,12 @@ impl Store {
     ) -> Result<Option<SendAgain>> {
         let row = tx
             .query_opt(
-                "SELECT resends, prior_refs, local_reference, request_id,
-                        sent_at::text AS sent_at, command_sealed IS NOT NULL AS kept
-                 FROM transactions WHERE id = $1 AND state = $2 FOR UPDATE",
-                &[&id, &again.from.as_str()],
+                &format!(
+                    "SELECT resends, prior_refs, command_sealed IS NOT NULL AS kept,
+                            {SENT_REFERENCE} AS last
+                     FROM transactions WHERE id = $1 AND state = $2 FOR UPDATE"
+                ),
+                &[&id, &again.from.as_str(), &again.why],
             )
             .await?;
         let Some(row) = row else {
@@ -194,10 +195,7 @@ impl Store {
             Value::Array(refs) => refs,
             _ => Vec::new(),
         };
-        let last = json!({"local_reference": row.get::<_, Option<i32>>("local_reference"),
-                          "request_id": row.get::<_, Option<Uuid>>("request_id"),
-                          "sent_at": row.get::<_, Option<String>>("sent_at"), "reason": again.why});
-        references.push(strip_nulls(last));
+        references.push(row.get("last"));
         let sends = references.len();
         let outcome = match again.past_budget {
             Some(outcome) => outcome.clone(),

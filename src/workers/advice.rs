@@ -26,6 +26,7 @@ use uuid::Uuid;
 use super::follow_up::{self, Wake, woken_transaction};
 use super::shared::{Shared, count_outcome};
 use crate::broker::publisher::json_properties;
+use crate::command::Outcome;
 use crate::error::RelayError;
 use crate::mask::mask_json;
 use crate::providers::work::{AdviceJudgement, FinalAnswer};
@@ -33,6 +34,7 @@ use crate::providers::{Advices, CallError, Exchange};
 use crate::retry::{Backoff, Jitter, until_done};
 use crate::store::TxState;
 use crate::store::advices::{AdviceDue, ClaimedAdvice};
+use crate::store::resend::SendAgain;
 
 /// Handles one advice wake-up. Always acked: the advice row is the truth, and the sweeper
 /// wakes any advice whose wake-up was lost, so a failed attempt never loops through the
@@ -123,6 +125,17 @@ async fn attempt(shared: &Shared, claimed: &ClaimedAdvice) -> Result<bool, Relay
     }
 }
 
+/// What recording an advice's final answer came to.
+enum Settled {
+    /// Another worker took the advice over; nothing was recorded.
+    Overtaken,
+    /// Recorded, with the outcome it made of a command waiting for it, if any.
+    Outcome(Option<Box<Outcome>>),
+    /// Recorded; the reversal found its request never received, and the command was sent
+    /// again (or, past its budget, ended), if it still waited.
+    SentAgain(Option<SendAgain>),
+}
+
 /// Records the final answer, and with it the outcome a reversal makes of a command that
 /// waits for it. True unless another worker took the advice over.
 async fn settle(
@@ -142,37 +155,40 @@ async fn settle(
         Err(CallError::Refused { body, .. }) => Some(mask_json(body)),
         Err(_) => None,
     };
-    if let (true, Some(outcome)) = (s.never_received, &outcome) {
+    let settled = match (s.never_received, outcome) {
         // Nothing was applied: the command goes again rather than failing.
-        let budget = shared.config.recovery.resend_budget;
-        let resent = until_done("settle advice and send again", || {
-            shared.store.settle_advice_and_resend(
-                claimed,
-                exchange.status,
-                answer_body.as_ref(),
-                outcome,
-                budget,
-            )
-        })
-        .await?;
-        let Some(resent) = resent else {
-            tracing::warn!(advice_id = %job.id, "another worker took this advice over");
-            return Ok(false);
-        };
-        metrics::counter!("voucher_advices_settled_total", "provider" => job.provider.clone(), "kind" => job.kind.as_str(), "verdict" => s.verdict).increment(1);
-        follow_up::act_on_send_again(shared, resent).await?;
-        return Ok(true);
-    }
-    let settled = until_done("settle advice", || {
-        shared.store.settle_advice(
-            claimed,
-            exchange.status,
-            answer_body.as_ref(),
-            outcome.as_ref(),
-        )
-    })
-    .await?;
-    if !settled {
+        (true, Some(outcome)) => {
+            let budget = shared.config.recovery.resend_budget;
+            let resent = until_done("settle advice and send again", || {
+                shared.store.settle_advice_and_resend(
+                    claimed,
+                    exchange.status,
+                    answer_body.as_ref(),
+                    &outcome,
+                    budget,
+                )
+            })
+            .await?;
+            resent.map_or(Settled::Overtaken, Settled::SentAgain)
+        }
+        (_, outcome) => {
+            let stored = until_done("settle advice", || {
+                shared.store.settle_advice(
+                    claimed,
+                    exchange.status,
+                    answer_body.as_ref(),
+                    outcome.as_ref(),
+                )
+            })
+            .await?;
+            if stored {
+                Settled::Outcome(outcome.map(Box::new))
+            } else {
+                Settled::Overtaken
+            }
+        }
+    };
+    if let Settled::Overtaken = settled {
         tracing::warn!(advice_id = %job.id, "another worker took this advice over");
         return Ok(false);
     }
@@ -182,8 +198,10 @@ async fn settle(
     } else {
         tracing::warn!(advice_id = %job.id, operation = %job.operation, kind = job.kind.as_str(), attempt = job.attempt, status = exchange.status, verdict = s.verdict, "advice answered finally with a refusal");
     }
-    if let Some(o) = &outcome {
-        count_outcome(o, "reversal decided the outcome");
+    match settled {
+        Settled::SentAgain(resent) => follow_up::act_on_send_again(shared, resent).await?,
+        Settled::Outcome(Some(o)) => count_outcome(&o, "reversal decided the outcome"),
+        _ => {}
     }
     Ok(true)
 }

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use voucher_relay::providers::csq::sandbox::SandboxOptions;
 
+use crate::electrum::provision;
 use crate::harness::{TestEnv, purchase, restart_broker, restart_postgres};
 
 /// Commands published: CSQ purchases across operators, Electrum provisions, and a few
@@ -33,28 +34,16 @@ fn chaos_allowed() -> bool {
 /// their resend budget, which says nothing about the chaos.)
 fn command(i: usize, hook: &str) -> (String, Vec<u8>) {
     let id = format!("chaos-{i}");
-    let with_hook = |mut c: serde_json::Value| {
-        c["callback_url"] = json!(hook);
-        c
-    };
     let cmd = match i % 100 {
         0 => return ("purchase.csq".into(), b"{not json".to_vec()),
-        1..=9 => with_hook(purchase(&id, 1005, None)),
-        10..=19 => with_hook(purchase(&id, 1002, None)),
-        20..=34 => with_hook(json!({
-            "command_id": id, "source": "pos-chaos", "kind": "provision", "provider": "electrum",
-            "params": {
-                "originator": {
-                    "institution": {"id": "11111111", "name": "Buy Stuff Shop"},
-                    "terminalId": "term0001",
-                    "merchant": {"merchantType": "4444", "merchantId": "merchant1234567",
-                        "merchantName": {"name": "Buy Stuff Shop", "city": "Cape Town",
-                                         "region": "WP", "country": "ZA"}}
-                },
-                "amount_minor": 1000, "currency": "710"
-            }
-        })),
-        _ => with_hook(purchase(&id, 1001, None)),
+        1..=9 => purchase(&id, 1005, Some(hook)),
+        10..=19 => purchase(&id, 1002, Some(hook)),
+        20..=34 => {
+            let mut c = provision(&id);
+            c["callback_url"] = json!(hook);
+            c
+        }
+        _ => purchase(&id, 1001, Some(hook)),
     };
     let key = format!(
         "{}.{}",

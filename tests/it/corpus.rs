@@ -8,6 +8,8 @@
 
 use serde_json::{Value, json};
 
+use crate::electrum::originator;
+
 /// One malformed command as published.
 pub struct Case {
     pub name: String,
@@ -22,15 +24,6 @@ struct Template {
     body: Value,
     optional: &'static [&'static str],
     max_param_text: usize,
-}
-
-fn originator() -> Value {
-    json!({
-        "institution": {"id": "11111111", "name": "Buy Stuff Shop"},
-        "terminalId": "term0001",
-        "merchant": {"merchantType": "4444", "merchantId": "merchant1234567",
-            "merchantName": {"name": "Buy Stuff Shop", "city": "Cape Town", "region": "WP", "country": "ZA"}}
-    })
 }
 
 fn templates(hook: &str) -> Vec<Template> {

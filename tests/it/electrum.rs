@@ -18,7 +18,7 @@ const WAIT: Duration = Duration::from_secs(60);
 const REVERSAL_ATTEMPTS: &str =
     "SELECT COALESCE(max(attempts), 0)::int8 FROM advices WHERE kind = 'reversal'";
 
-fn originator() -> Value {
+pub(crate) fn originator() -> Value {
     json!({
         "institution": {"id": "11111111", "name": "Buy Stuff Shop"},
         "terminalId": "term0001",
@@ -31,7 +31,7 @@ fn command(kind: &str, id: &str, params: Value) -> Value {
     json!({"command_id": id, "source": "pos-e", "kind": kind, "provider": "electrum", "params": params})
 }
 
-fn provision(id: &str) -> Value {
+pub(crate) fn provision(id: &str) -> Value {
     command(
         "provision",
         id,
@@ -377,7 +377,13 @@ async fn reversal_past_its_budget_is_parked_and_replayed() {
         "never parked",
     )
     .await;
-    let parked = env.drain("advice.parked").await;
+    // The row is parked just before its record is published: wait for the record.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut parked = env.drain("advice.parked").await;
+    while parked.is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        parked = env.drain("advice.parked").await;
+    }
     assert_eq!(parked.len(), 1);
     let record: Value = serde_json::from_slice(&parked[0].delivery.data).unwrap();
     assert_eq!(record["kind"], "reversal");

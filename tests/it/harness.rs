@@ -528,6 +528,22 @@ pub async fn next_outcomes(
 }
 
 /// The one value a query returns (a count, a timestamp, a column of one row).
+/// The states a command went through, from its audit trail.
+pub async fn audit_states(env: &TestEnv, command_id: &str) -> Vec<String> {
+    env.db()
+        .await
+        .query(
+            "SELECT a.to_state FROM audit_trail a JOIN transactions t ON t.id = a.transaction_id
+             WHERE t.command_id = $1 ORDER BY a.id",
+            &[&command_id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
 pub async fn scalar<T: tokio_postgres::types::FromSqlOwned>(
     db: &tokio_postgres::Client,
     sql: &str,

@@ -5,28 +5,15 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use voucher_relay::command::Status;
-use voucher_relay::providers::csq::sandbox::SandboxOptions;
+use voucher_relay::command::{Outcome, Status};
+use voucher_relay::providers::csq::sandbox::{SandboxOptions, Stats};
 
 use crate::harness::{
-    TestEnv, next_outcomes, purchase, restart_broker, restart_postgres, restarts_allowed, scalar,
+    TestEnv, audit_states, next_outcomes, purchase, restart_broker, restart_postgres,
+    restarts_allowed, scalar,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// The states a command went through, from its audit trail.
-async fn audit_states(env: &TestEnv, command_id: &str) -> Vec<String> {
-    let db = env.db().await;
-    let rows = db
-        .query(
-            "SELECT a.to_state FROM audit_trail a JOIN transactions t ON t.id = a.transaction_id
-             WHERE t.command_id = $1 ORDER BY a.id",
-            &[&command_id],
-        )
-        .await
-        .unwrap();
-    rows.iter().map(|r| r.get(0)).collect()
-}
 
 /// Operator 1008 answers the first purchase call with a 503 before selling. CSQ then has no
 /// record of the `localReference`, and once the request's timeout has passed that proves it
@@ -83,28 +70,47 @@ async fn a_purchase_never_received_is_sent_again_and_succeeds() {
     env.cleanup().await;
 }
 
-/// Operator 1007 never sells: the command is sent again up to the budget, then ends
-/// `failed` (`not_applied`) with every reference in its result.
-#[tokio::test]
-async fn never_received_after_the_budget_ends_failed_with_its_attempts() {
+/// A purchase from operator 1007, which answers 503 and never sells, on a relay with
+/// `budget` resends: its outcome and the sandbox's counters.
+async fn never_selling(budget: u32) -> (Outcome, Stats) {
     let env = TestEnv::new().await;
     let mut config = env.config.clone();
-    config.recovery.resend_budget = 2;
+    config.recovery.resend_budget = budget;
     let relay = voucher_relay::workers::Relay::start(config).await.unwrap();
     let (reply_to, mut replies) = env.reply_queue().await;
     env.publish(&purchase("err-1", 1007, None), Some(&reply_to), "err")
         .await;
     let (_, o) = next_outcomes(&mut replies, 1, WAIT).await.remove(0);
+    let stats = env.sandbox.stats();
+    relay.stop().await;
+    env.cleanup().await;
     assert_eq!(o.status, Status::Failed, "{o:?}");
     assert_eq!(o.error.as_ref().unwrap().code, "not_applied");
+    assert_eq!(stats.purchases_applied, 0, "nothing was bought");
+    (o, stats)
+}
+
+/// With no resend budget, once the request's timeout has passed with the provider never
+/// having heard of the reference, the command fails and nothing was bought.
+#[tokio::test]
+async fn server_error_before_the_sale_ends_failed_not_applied() {
+    let (_, stats) = never_selling(0).await;
+    assert_eq!(stats.purchase_calls, 1);
+    assert!(
+        stats.additional_data_calls >= 1,
+        "queried once the request's timeout had passed"
+    );
+}
+
+/// Operator 1007 never sells: the command is sent again up to the budget, then ends
+/// `failed` (`not_applied`) with every reference in its result.
+#[tokio::test]
+async fn never_received_after_the_budget_ends_failed_with_its_attempts() {
+    let (o, stats) = never_selling(2).await;
     let result = o.result.expect("the attempts");
     assert_eq!(result["sends"], 3, "{result}");
     assert_eq!(result["attempts"].as_array().unwrap().len(), 3);
-    let stats = env.sandbox.stats();
     assert_eq!(stats.purchase_calls, 3, "the first send and two resends");
-    assert_eq!(stats.purchases_applied, 0);
-    relay.stop().await;
-    env.cleanup().await;
 }
 
 /// Publishes `n` purchases (operator 1001) without a reply queue: the checks read the
