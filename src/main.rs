@@ -225,10 +225,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Topology { action } => topology(&load(false)?, action).await?,
         Cmd::Sandbox => {
             telemetry::try_init_logging("info").map_err(anyhow::Error::msg)?;
+            let mut signals = StopSignals::listen();
             let config = load(false)?;
             tokio::select! {
                 r = sandbox::run(&config, &ProcessEnv) => r?,
-                _ = wait_for_signal() => {}
+                _ = signals.recv() => {}
             }
         }
         Cmd::Providers {
@@ -279,6 +280,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// `run`: the relay and its admin endpoint until SIGINT or SIGTERM.
 async fn run_relay(config: Config) -> anyhow::Result<()> {
+    let mut signals = StopSignals::listen();
     let metrics = admin::install_metrics()?;
     let listen = config.admin.listen;
     let relay = Relay::start(config).await?;
@@ -289,7 +291,7 @@ async fn run_relay(config: Config) -> anyhow::Result<()> {
     });
     let admin_task = tokio::spawn(admin::serve(listen, metrics, ready, relay.shutdown()));
     tracing::info!(admin = %listen, "voucher-relay running");
-    wait_for_signal().await;
+    signals.recv().await;
     let grace_ms = relay.shared.config.recovery.shutdown_grace_ms;
     tracing::info!(
         grace_ms,
@@ -299,7 +301,7 @@ async fn run_relay(config: Config) -> anyhow::Result<()> {
         _ = relay.stop() => tracing::info!("stopped"),
         // Leaving now is safe: unacked messages go back to the broker when the connections
         // close, and this process's claims are taken over once its liveness lock is gone.
-        _ = wait_for_signal() => tracing::warn!("second signal: stopped at once; the work in flight goes back to the broker"),
+        _ = signals.recv() => tracing::warn!("second signal: stopped at once; the work in flight goes back to the broker"),
     }
     admin_task.abort();
     Ok(())
@@ -480,25 +482,50 @@ async fn wake_advice(config: &Config, queue: &str, tx: uuid::Uuid) -> anyhow::Re
     Ok(sent?)
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn wait_for_signal() {
+/// SIGINT and SIGTERM, listened to from the moment this is made: made before the relay
+/// says it runs, so a signal that comes right after is never the default (a kill), and
+/// kept for the second signal.
+struct StopSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    fn listen() -> StopSignals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            StopSignals {
+                term: signal(SignalKind::terminate()).ok(),
+                int: signal(SignalKind::interrupt()).ok(),
             }
         }
+        #[cfg(not(unix))]
+        StopSignals {}
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    /// Resolves at the next SIGINT or SIGTERM.
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn next(s: &mut Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            tokio::select! {
+                _ = next(&mut self.term) => {}
+                _ = next(&mut self.int) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
