@@ -159,7 +159,7 @@ fn default_retry_schedule() -> Vec<Duration> {
     parse_schedule(DEFAULT_RETRY_SCHEDULE).unwrap_or_default()
 }
 fn default_per_destination() -> u32 {
-    16
+    64
 }
 fn default_circuit_failures() -> u32 {
     5

@@ -34,6 +34,9 @@ pub enum RelayError {
     Corrupt(String),
     #[error("bad input: {0}")]
     Poison(String),
+    /// The batched database writer has stopped (the relay is shutting down).
+    #[error("the batched database writer has stopped")]
+    WriterGone,
 }
 
 impl RelayError {
@@ -57,7 +60,8 @@ impl RelayError {
             | RelayError::Broker(_)
             | RelayError::NotConfirmed(_)
             | RelayError::Unroutable(_)
-            | RelayError::Timeout(_) => ErrorClass::Retryable,
+            | RelayError::Timeout(_)
+            | RelayError::WriterGone => ErrorClass::Retryable,
             RelayError::Corrupt(_) => ErrorClass::Final,
             RelayError::Poison(_) => ErrorClass::Poison,
         }

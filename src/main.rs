@@ -76,6 +76,8 @@ enum Cmd {
     },
     /// Measure end-to-end throughput and latency of purchases against the sandbox.
     Bench {
+        #[command(subcommand)]
+        mode: Option<BenchMode>,
         /// How many commands to publish.
         #[arg(long, default_value_t = 2000)]
         commands: usize,
@@ -85,6 +87,14 @@ enum Cmd {
         /// Which provider to drive: CSQ purchases or Electrum provisions.
         #[arg(long, value_enum, default_value_t = demo::bench::Target::Csq)]
         provider: demo::bench::Target,
+        /// Publish at this steady rate (commands a second, CSQ purchases with signed
+        /// callbacks) instead of as fast as possible, and print the latency from publish to
+        /// callback and the peak memory.
+        #[arg(long)]
+        pace: Option<u32>,
+        /// With --pace: for this many seconds.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
     },
     /// Check the relay's promises: one outcome per command (or visibly waiting), no double
     /// effect, every unknown resolved, every outcome delivered or dead-lettered with its
@@ -96,6 +106,21 @@ enum Cmd {
         /// Work waiting this long with nothing driving it is a breach, in seconds.
         #[arg(long, default_value_t = 300)]
         stuck_after: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchMode {
+    /// The shared rate limit: 1, then 3 relay processes against the sandbox at --rate;
+    /// prints the observed rate and the busiest second, then kills one process and shows
+    /// its share going to the others. Exits 1 if a limit was broken.
+    Ratelimit {
+        /// The provider limit, in requests per second.
+        #[arg(long, default_value_t = 50)]
+        rate: u32,
+        /// Seconds measured with 1 and with 3 processes.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
     },
 }
 
@@ -248,9 +273,27 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Demo { commands } => demo::run(&cli.config, commands).await?,
         Cmd::Bench {
+            mode: Some(BenchMode::Ratelimit { rate, seconds }),
+            ..
+        } => {
+            if !demo::bench_ratelimit::run(&cli.config, rate, seconds).await? {
+                return Ok(ExitCode::from(1));
+            }
+        }
+        Cmd::Bench {
+            mode: None,
+            pace: Some(pace),
+            seconds,
+            rate,
+            ..
+        } => demo::bench::run_paced(&cli.config, pace, seconds, rate).await?,
+        Cmd::Bench {
+            mode: None,
             commands,
             rate,
             provider,
+            pace: None,
+            ..
         } => demo::bench::run(&cli.config, commands, rate, provider).await?,
         Cmd::Verify {
             sandbox,

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use lapin::options::BasicAckOptions;
 use serde_json::{Value, json};
 
+use super::callbacks::CallbackReceiver;
 use super::rig::{DemoEnv, Rig};
 use crate::broker::{Publisher, publisher::json_properties};
 use crate::providers::csq::sandbox::{OPERATOR_OK, SandboxOptions};
@@ -64,14 +65,135 @@ pub async fn run(
     Ok(())
 }
 
+/// The paced mode: `pace` CSQ purchases a second for `seconds`, each with a callback to a
+/// receiver that checks its signature; prints the latency from publish to callback and the
+/// peak memory of this process (the relay's workers, the sandboxes and the receiver).
+pub async fn run_paced(
+    config_path: &Path,
+    pace: u32,
+    seconds: u64,
+    rate: u32,
+) -> anyhow::Result<()> {
+    telemetry::init_logging("off");
+    let pace = pace.max(1);
+    let commands = usize::try_from(u64::from(pace) * seconds.max(1)).unwrap_or(usize::MAX);
+    let env = DemoEnv::new();
+    let rig = Rig::start(
+        config_path,
+        &env,
+        "bench.",
+        SandboxOptions::default(),
+        |c| {
+            tune_for_bench(c, rate);
+            // The receiver is on 127.0.0.1; nothing else internal is opened.
+            c.webhook.allow_cidrs =
+                crate::webhook::guard::AllowList::parse("127.0.0.1/32").unwrap_or_default();
+        },
+    )
+    .await?;
+    let receiver = CallbackReceiver::start(&rig.config).await?;
+    let publisher = Publisher::connect(&rig.config.broker.url).await?;
+    let exchange = rig.config.name(&rig.config.broker.commands_exchange);
+    let source = format!("paced-{}", chrono::Utc::now().format("%Y%m%d%H%M%S%3f"));
+    println!(
+        "voucher-relay bench --pace {pace}: {commands} CSQ purchases at {pace}/s for {seconds} s, each with a signed callback; provider limit {rate}/s"
+    );
+    let interval = Duration::from_secs(1) / pace;
+    let started = Instant::now();
+    let mut sent_at = HashMap::with_capacity(commands);
+    for i in 0..commands {
+        let due = started + interval * u32::try_from(i).unwrap_or(u32::MAX);
+        tokio::time::sleep_until(due.into()).await;
+        let id = format!("p-{i:07}");
+        let mut body = bench_command(Target::Csq, &id, &source);
+        body["callback_url"] = Value::String(receiver.url.clone());
+        sent_at.insert(id, Instant::now());
+        publisher
+            .publish(
+                &exchange,
+                "purchase.csq",
+                &serde_json::to_vec(&body)?,
+                json_properties(),
+            )
+            .await?;
+    }
+    let published = started.elapsed();
+    publisher.close().await;
+    let mut latencies = Vec::with_capacity(commands);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while latencies.len() < commands && Instant::now() < deadline {
+        for (id, at) in receiver.take_arrivals() {
+            if let Some(sent) = sent_at.remove(&id) {
+                latencies.push(at.saturating_duration_since(sent));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let bad_signatures = receiver.bad_signatures();
+    receiver.stop();
+    rig.stop().await;
+    latencies.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "published {commands} in {:.2} s ({:.0}/s)",
+        published.as_secs_f64(),
+        commands as f64 / published.as_secs_f64().max(1e-3)
+    );
+    println!(
+        "callbacks: {} of {commands}, every signature verified: {}",
+        latencies.len(),
+        bad_signatures == 0
+    );
+    println!(
+        "latency publish -> callback: p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        ms(percentile(&latencies, 50)),
+        ms(percentile(&latencies, 90)),
+        ms(percentile(&latencies, 99)),
+        ms(latencies.last().copied().unwrap_or_default())
+    );
+    match peak_rss_kib() {
+        Some(kib) => println!(
+            "peak RSS of this process (relay workers, sandboxes, receiver, publisher): {:.1} MiB",
+            kib as f64 / 1024.0
+        ),
+        None => println!("peak RSS: not available on this system"),
+    }
+    if latencies.len() < commands {
+        anyhow::bail!("{} callbacks never arrived", commands - latencies.len());
+    }
+    Ok(())
+}
+
+/// The `p`th percentile of sorted `latencies`.
+fn percentile(latencies: &[Duration], p: usize) -> Duration {
+    latencies
+        .get((latencies.len() * p / 100).min(latencies.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or_default()
+}
+
+/// This process's peak resident memory (`VmHWM`), in KiB.
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Both providers' rate limits at `rate` and room for 64 commands in flight.
+fn tune_for_bench(c: &mut crate::config::Config, rate: u32) {
+    c.providers.csq.http.rate_per_sec = rate.max(1);
+    c.providers.csq.http.concurrency = 64;
+    c.providers.electrum.http.rate_per_sec = rate.max(1);
+    c.providers.electrum.http.concurrency = 64;
+    c.broker.prefetch = 64;
+}
+
 /// The rig with both providers' rate limits at `rate` and room for 64 commands in flight.
 async fn start_bench_rig(config_path: &Path, env: &DemoEnv, rate: u32) -> anyhow::Result<Rig> {
     Rig::start(config_path, env, "bench.", SandboxOptions::default(), |c| {
-        c.providers.csq.http.rate_per_sec = rate.max(1);
-        c.providers.csq.http.concurrency = 64;
-        c.providers.electrum.http.rate_per_sec = rate.max(1);
-        c.providers.electrum.http.concurrency = 64;
-        c.broker.prefetch = 64;
+        tune_for_bench(c, rate)
     })
     .await
 }
@@ -175,12 +297,7 @@ fn sandbox_effects(rig: &Rig, target: Target) -> String {
 
 /// Prints throughput and the latency percentiles of the sorted `latencies`.
 fn print_figures(latencies: &[Duration], commands: usize, published: Duration, elapsed: Duration) {
-    let pct = |p: usize| {
-        latencies
-            .get((latencies.len() * p / 100).min(latencies.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
-    };
+    let pct = |p: usize| percentile(latencies, p);
     println!(
         "published in {:.2} s ({:.0} msg/s with confirms)",
         published.as_secs_f64(),

@@ -19,6 +19,8 @@ use crate::webhook::{SigningKey, SigningKeys};
 #[derive(Default)]
 struct Received {
     verified: Vec<Outcome>,
+    /// When each verified callback arrived, by command id (for the bench's latencies).
+    arrived: Vec<(String, std::time::Instant)>,
     bad_signatures: usize,
 }
 
@@ -75,6 +77,19 @@ impl CallbackReceiver {
         }
     }
 
+    /// Takes the arrival times noted so far, by command id.
+    pub(super) fn take_arrivals(&self) -> Vec<(String, std::time::Instant)> {
+        self.inbox
+            .lock()
+            .map(|mut r| std::mem::take(&mut r.arrived))
+            .unwrap_or_default()
+    }
+
+    /// Callbacks that failed the signature check so far.
+    pub(super) fn bad_signatures(&self) -> usize {
+        self.inbox.lock().map(|r| r.bad_signatures).unwrap_or(0)
+    }
+
     /// Stops the server and answers what it received.
     pub(super) fn stop(self) -> Callbacks {
         self.task.abort();
@@ -117,6 +132,8 @@ async fn receive(
     };
     match serde_json::from_slice::<Outcome>(&body) {
         Ok(o) if ok && o.event_id == h("webhook-id") => {
+            let command_id = o.command_id.clone().unwrap_or_default();
+            inbox.arrived.push((command_id, std::time::Instant::now()));
             inbox.verified.push(o);
             StatusCode::NO_CONTENT
         }

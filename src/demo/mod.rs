@@ -17,6 +17,7 @@
 
 mod batch;
 pub mod bench;
+pub mod bench_ratelimit;
 mod callbacks;
 mod electrum_scene;
 mod replies;

@@ -188,6 +188,11 @@ impl ProviderHttp {
         })
     }
 
+    /// The rate limit these requests wait on.
+    pub fn rate_limit(&self) -> Arc<ProviderLimit> {
+        self.limit.clone()
+    }
+
     /// Sends one JSON request and returns the JSON answer with its exchange record.
     ///
     /// `headers` are sent as given but recorded masked.

@@ -31,6 +31,7 @@ use work::{
 };
 
 use crate::command::{self, Command, RejectReason, Rejection};
+use crate::ratelimit::ProviderLimit;
 
 /// One provider adapter, as the generic workers drive it. The decisions (`on_unknown`,
 /// `confirmation`, the mappings inside `execute` and `poll`) are plain functions of their
@@ -42,6 +43,8 @@ pub trait Provider: Send + Sync {
     fn command_queue(&self) -> &str;
     /// Its HTTP limits: the lease of work in flight derives from them.
     fn limits(&self) -> HttpLimits;
+    /// Its rate limit, whose lease the relay keeps renewed (see [`crate::ratelimit`]).
+    fn rate_limit(&self) -> Arc<ProviderLimit>;
     /// True when running `kind` moves money or stock: an unknown answer must then be
     /// resolved or reversed, never sent again blindly. Reads are safe to send again.
     fn has_financial_effect(&self, kind: &str) -> bool;

@@ -6,6 +6,8 @@
 
 pub mod advices;
 pub mod callbacks;
+pub mod fast_path;
+pub mod group_commit;
 pub mod outbox;
 pub mod outcomes;
 pub mod polls;
@@ -238,7 +240,32 @@ pub async fn migrate(cfg: &DatabaseConfig) -> Result<usize, ConnectError> {
 impl Store {
     /// Opens the pool and checks that one connection works.
     pub async fn connect(cfg: &DatabaseConfig, sealer: Sealer) -> Result<Store, ConnectError> {
-        let pg = pg_config(cfg)?;
+        Self::connect_with(pg_config(cfg)?, cfg, sealer).await
+    }
+
+    /// A pool for the batched writes of the common path ([`fast_path`]), whose statements
+    /// reach every row by its key. A table the relay has just filled has no statistics
+    /// yet; PostgreSQL then takes it for a page or two and scans it whole for each batch
+    /// and each foreign-key check, which costs more with every row the table gains.
+    /// Sequential scans are priced out on these connections, so key lookups are used
+    /// whatever the statistics say.
+    pub async fn connect_for_keyed_writes(
+        cfg: &DatabaseConfig,
+        sealer: Sealer,
+    ) -> Result<Store, ConnectError> {
+        let mut pg = pg_config(cfg)?;
+        pg.options(format!(
+            "-c statement_timeout={} -c enable_seqscan=off",
+            cfg.timeout_ms
+        ));
+        Self::connect_with(pg, cfg, sealer).await
+    }
+
+    async fn connect_with(
+        pg: tokio_postgres::Config,
+        cfg: &DatabaseConfig,
+        sealer: Sealer,
+    ) -> Result<Store, ConnectError> {
         let manager = Manager::from_config(
             pg,
             NoTls,

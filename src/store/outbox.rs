@@ -13,6 +13,7 @@ use tokio_postgres::Transaction;
 use uuid::Uuid;
 
 use super::Store;
+use super::fast_path::{Delivered, DeliveredCallback};
 use crate::command::Outcome;
 use crate::error::Result;
 use crate::webhook::Attempt;
@@ -161,8 +162,11 @@ pub struct Busy {
     pub owner: uuid::Uuid,
 }
 
-/// The claim. Due rows, minus paused or open-circuit destinations and disabled URLs, are
-/// numbered per destination; a callback row is taken only while its number fits the room
+/// The claim. Due rows, minus paused or open-circuit destinations, disabled URLs and
+/// destinations that already have all their room in flight, are taken in due order, at
+/// most eight times the limit of them (`due`: a walk of the `outbox_due` index that stops
+/// there, so a backlog of thousands costs a claim no more than a backlog of hundreds). Those
+/// are numbered per destination; a callback row is taken only while its number fits the room
 /// left at its destination (one probe at a time while a circuit is half-open). A row
 /// claimed by a process that has died is free at once, whatever its claim's time says
 /// (`live` is worked out once per claim, over the processes not known to be stopped).
@@ -171,9 +175,8 @@ WITH busy AS (
     SELECT * FROM unnest($3::text[], $4::int[]) AS b(destination, in_flight)
 ), live AS (
     SELECT id FROM relay_processes WHERE stopped_at IS NULL AND relay_process_alive(id, $9)
-), candidates AS (
-    SELECT o.id, o.channel, o.next_attempt_at,
-           row_number() OVER (PARTITION BY o.destination ORDER BY o.next_attempt_at, o.id) AS n,
+), due AS (
+    SELECT o.id, o.channel, o.destination, o.next_attempt_at,
            (CASE WHEN d.circuit_open_until IS NOT NULL THEN 1 ELSE $5 END)
                - coalesce(b.in_flight, 0) AS room
     FROM outbox o
@@ -187,8 +190,16 @@ WITH busy AS (
            OR (o.locked_by IS NOT NULL AND o.locked_by NOT IN (SELECT id FROM live)))
       AND (d.paused_until IS NULL OR d.paused_until <= now())
       AND (d.circuit_open_until IS NULL OR d.circuit_open_until <= now())
-      AND NOT (o.channel = 'callback'
-               AND EXISTS (SELECT 1 FROM callback_disabled_urls u WHERE u.url = o.target))
+      AND (o.channel <> 'callback'
+           OR ((CASE WHEN d.circuit_open_until IS NOT NULL THEN 1 ELSE $5 END)
+                   > coalesce(b.in_flight, 0)
+               AND NOT EXISTS (SELECT 1 FROM callback_disabled_urls u WHERE u.url = o.target)))
+    ORDER BY o.next_attempt_at, o.id
+    LIMIT $1::bigint * 8
+), candidates AS (
+    SELECT id, channel, next_attempt_at, room,
+           row_number() OVER (PARTITION BY destination ORDER BY next_attempt_at, id) AS n
+    FROM due
 )
 UPDATE outbox SET locked_until = now() + make_interval(secs => $2), locked_by = $8
 WHERE id IN (
@@ -203,25 +214,6 @@ WHERE id IN (
 RETURNING id, event_id, coalesce(transaction_id, rejection_id) AS transaction_id, channel,
           target, destination, correlation_id, origin_id, payload_sealed, attempts, throttled,
           locked_until";
-
-/// A delivered callback, if this claim still holds the row: see `record_delivered`.
-const DELIVERED: &str = "
-WITH settled AS (
-    UPDATE outbox SET locked_until = NULL, delivered_at = now(), last_error = NULL,
-                      attempts = attempts + 1
-    WHERE id = $1 AND locked_until = $2 AND delivered_at IS NULL AND dead_at IS NULL
-    RETURNING id, event_id, target
-), logged AS (
-    INSERT INTO callback_attempts (outbox_id, event_id, attempted_at, url, dialled_ip, status,
-                                   latency_ms, result, response_body)
-    SELECT id, event_id, $3, target, $4, $5, $6, 'delivered', $7 FROM settled
-), cleared AS (
-    UPDATE callback_destinations
-    SET consecutive_failures = 0, circuit_open_until = NULL, updated_at = now()
-    WHERE destination = $8 AND (consecutive_failures > 0 OR circuit_open_until IS NOT NULL)
-      AND EXISTS (SELECT 1 FROM settled)
-)
-SELECT count(*) FROM settled";
 
 impl Store {
     /// Claims up to `limit` due rows for `lock_for`; a crashed worker's claims expire and
@@ -295,20 +287,6 @@ impl Store {
         Ok(items)
     }
 
-    /// An AMQP row was published.
-    pub async fn outbox_delivered(&self, item: &OutboxItem) -> Result<()> {
-        let client = self.pool.get().await?;
-        client
-            .execute(
-                "UPDATE outbox SET delivered_at = now(), locked_until = NULL, last_error = NULL,
-                     attempts = attempts + 1
-                 WHERE id = $1 AND locked_until = $2",
-                &[&item.id, &item.claim],
-            )
-            .await?;
-        Ok(())
-    }
-
     /// An AMQP publish failed: it is tried again after `retry_in` (the broker coming back is
     /// only a matter of time, so these rows never die).
     pub async fn outbox_failed(
@@ -378,28 +356,15 @@ impl Store {
         Ok(true)
     }
 
-    /// The common case in one statement (one round trip, one commit): the row delivered, its
-    /// attempt logged, and its destination's failures cleared if it had any.
+    /// The common case, written as the batched path writes it (see
+    /// [`fast_path::DeliveredWrite`](super::fast_path::DeliveredWrite)).
     async fn record_delivered(&self, item: &OutboxItem, attempt: &Attempt) -> Result<bool> {
-        let client = self.pool.get().await?;
-        let statement = client.prepare_cached(DELIVERED).await?;
-        let (status, latency_ms, dialled) = attempt_columns(attempt);
-        let row = client
-            .query_one(
-                &statement,
-                &[
-                    &item.id,
-                    &item.claim,
-                    &attempt.at,
-                    &dialled,
-                    &status,
-                    &latency_ms,
-                    &attempt.response_body,
-                    &item.destination,
-                ],
-            )
+        use super::group_commit::BatchWrite;
+        let delivered = [delivered(item, Some(attempt))];
+        let settled = super::fast_path::DeliveredWrite(self.clone())
+            .write(&delivered)
             .await?;
-        Ok(row.get::<_, i64>(0) == 1)
+        Ok(settled.first().copied().unwrap_or(false))
     }
 
     /// Queues the notice for the dead queue as a `dead` outbox row, published like any other
@@ -512,6 +477,25 @@ async fn count_failure(tx: &Transaction<'_>, destination: &str, circuit: Circuit
     )
     .await?;
     Ok(())
+}
+
+/// What marks `item` delivered: for a callback, with its attempt's log line.
+pub fn delivered(item: &OutboxItem, attempt: Option<&Attempt>) -> Delivered {
+    Delivered {
+        id: item.id,
+        claim: item.claim,
+        callback: attempt.map(|attempt| {
+            let (status, latency_ms, dialled_ip) = attempt_columns(attempt);
+            DeliveredCallback {
+                at: attempt.at,
+                dialled_ip,
+                status,
+                latency_ms,
+                response_body: attempt.response_body.clone(),
+                destination: item.destination.clone(),
+            }
+        }),
+    }
 }
 
 /// An attempt's status, latency and dialled address as the attempt log stores them.

@@ -25,10 +25,11 @@ pub(crate) async fn add_target(tx: &Transaction<'_>, id: Uuid, t: &ReplyTarget) 
     if t.reply_to.is_empty() && t.callback_url.is_empty() {
         return Ok(());
     }
+    let destination = (!t.callback_url.is_empty()).then(|| outbox::destination_of(&t.callback_url));
     tx.execute(
-        "INSERT INTO reply_targets (transaction_id, reply_to, correlation_id, callback_url)
-         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-        &[&id, &t.reply_to, &t.correlation_id, &t.callback_url],
+        "INSERT INTO reply_targets (transaction_id, reply_to, correlation_id, callback_url, destination)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        &[&id, &t.reply_to, &t.correlation_id, &t.callback_url, &destination],
     )
     .await?;
     Ok(())
@@ -153,6 +154,11 @@ impl Store {
             .await?;
         queue_for_waiting(tx, id, &sealed, outcome, true).await?;
         Ok(true)
+    }
+
+    /// `plain`, encrypted with the data key.
+    pub(crate) fn seal(&self, plain: &[u8]) -> Vec<u8> {
+        self.sealer.seal(plain)
     }
 
     pub(crate) fn seal_outcome(&self, outcome: &Outcome) -> Vec<u8> {

@@ -21,7 +21,7 @@ use super::shared::Shared;
 use crate::broker::publisher::json_properties;
 use crate::retry::{Backoff, INFRA_LOG, Jitter, Schedule};
 use crate::shutdown::Shutdown;
-use crate::store::outbox::{AfterAttempt, Busy, Channel, Circuit, OutboxItem};
+use crate::store::outbox::{AfterAttempt, Busy, Channel, Circuit, OutboxItem, delivered};
 use crate::webhook::{Attempt, Verdict};
 
 /// Deliveries in flight at once in this process, all destinations together.
@@ -77,9 +77,11 @@ impl InFlight {
         }
     }
 
-    fn remove(&self, id: i64, destination: Option<&str>) {
+    fn remove(&self, id: Option<i64>, destination: Option<&str>) {
         let mut state = self.lock();
-        state.rows.remove(&id);
+        if let Some(id) = id {
+            state.rows.remove(&id);
+        }
         if let Some(destination) = destination {
             if let Some(n) = state.by_destination.get_mut(destination) {
                 *n -= 1;
@@ -144,9 +146,20 @@ impl Slot {
     }
 }
 
+impl Slot {
+    /// The request to the destination has ended: it has room for another while this
+    /// delivery's result is still being recorded (the row stays this process's until then).
+    fn request_done(&mut self) {
+        if let Some(destination) = self.destination.take() {
+            self.in_flight.remove(None, Some(&destination));
+        }
+    }
+}
+
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.in_flight.remove(self.id, self.destination.as_deref());
+        self.in_flight
+            .remove(Some(self.id), self.destination.as_deref());
     }
 }
 
@@ -194,8 +207,8 @@ pub async fn deliver_outbox_until_shutdown(shared: Arc<Shared>, mut shutdown: Sh
             let slot = Slot::take(&in_flight, &item);
             let shared = shared.clone();
             tasks.spawn(async move {
-                let _slot = slot;
-                deliver(&shared, item).await;
+                let mut slot = slot;
+                deliver(&shared, item, &mut slot).await;
             });
         }
         // A full claim may have left due rows behind: claim again at once. Otherwise wait
@@ -218,7 +231,7 @@ pub async fn deliver_outbox_until_shutdown(shared: Arc<Shared>, mut shutdown: Sh
     while tasks.join_next().await.is_some() {}
 }
 
-async fn deliver(shared: &Shared, item: OutboxItem) {
+async fn deliver(shared: &Shared, item: OutboxItem, slot: &mut Slot) {
     let transaction_id = item
         .transaction_id
         .map(|t| t.to_string())
@@ -226,7 +239,7 @@ async fn deliver(shared: &Shared, item: OutboxItem) {
     let span = tracing::error_span!("outbox", transaction_id = %transaction_id, event_id = %item.event_id, channel = item.channel.as_str(), attempt = item.attempts + 1);
     async {
         match item.channel {
-            Channel::Callback => deliver_callback(shared, &item).await,
+            Channel::Callback => deliver_callback(shared, &item, slot).await,
             Channel::Event | Channel::Reply | Channel::Dead => publish(shared, &item).await,
         }
     }
@@ -275,7 +288,12 @@ async fn record_publish(shared: &Shared, item: &OutboxItem, sent: Result<(), Str
     let recorded = match sent {
         Ok(()) => {
             metrics::counter!("voucher_deliveries_total", "channel" => channel, "result" => "delivered").increment(1);
-            shared.outbox_store.outbox_delivered(item).await
+            shared
+                .batches
+                .delivered
+                .submit(delivered(item, None))
+                .await
+                .map(|_| ())
         }
         Err(reason) => {
             tracing::warn!(reason = %reason, "publish failed; will retry");
@@ -291,11 +309,12 @@ async fn record_publish(shared: &Shared, item: &OutboxItem, sent: Result<(), Str
 }
 
 /// One signed HTTP callback, its attempt log line, and what follows.
-async fn deliver_callback(shared: &Shared, item: &OutboxItem) {
+async fn deliver_callback(shared: &Shared, item: &OutboxItem, slot: &mut Slot) {
     let attempt = shared
         .deliverer
         .deliver(&item.target, &item.event_id, &item.payload)
         .await;
+    slot.request_done();
     let webhook = &shared.config.webhook;
     let schedule = Schedule {
         steps: &webhook.retry_schedule,
@@ -310,11 +329,20 @@ async fn deliver_callback(shared: &Shared, item: &OutboxItem) {
         open_for: Duration::from_millis(webhook.circuit_open_ms),
     };
     let dead_queue = shared.config.name(&webhook.dead_queue);
-    match shared
-        .outbox_store
-        .record_callback(item, &attempt, after, circuit, &dead_queue)
-        .await
-    {
+    let recorded = match after {
+        // The common case goes with the others delivered meanwhile.
+        AfterAttempt::Delivered => {
+            let done = delivered(item, Some(&attempt));
+            shared.batches.delivered.submit(done).await
+        }
+        _ => {
+            shared
+                .outbox_store
+                .record_callback(item, &attempt, after, circuit, &dead_queue)
+                .await
+        }
+    };
+    match recorded {
         Ok(true) => {}
         Ok(false) => {
             tracing::warn!(

@@ -34,6 +34,7 @@ use crate::providers::{Action, Exchange, Provider, Step, parse_command};
 use crate::retry::{publish_in_tier, until_done};
 use crate::store::ReplyTarget;
 use crate::store::TxState;
+use crate::store::fast_path::{Finish, NewIntake};
 use crate::store::resend::RESEND_HEADER;
 use crate::store::transactions::{Intake, LOST_WORKER, NewTransaction, TxRef};
 
@@ -65,7 +66,7 @@ async fn take_command(shared: &Shared, delivery: &Delivery) -> Result<(), RelayE
     let span = tracing::Span::current();
     span.record("command_id", cmd.command_id.as_str());
     let provider = shared.provider(&cmd.provider)?;
-    let Some((r, state)) = intake(shared, delivery, &cmd, &action, provider).await? else {
+    let Some((r, admitted)) = intake(shared, delivery, &cmd, &action, provider).await? else {
         return Ok(());
     };
     span.record("transaction_id", r.id.to_string());
@@ -75,6 +76,10 @@ async fn take_command(shared: &Shared, delivery: &Delivery) -> Result<(), RelayE
         action: &action,
         provider,
         r,
+    };
+    let state = match admitted {
+        Admitted::Claimed(attempt) => return send(shared, &job, attempt).await,
+        Admitted::Pending(state) => state,
     };
     match state {
         TxState::Received => execute(shared, &job).await,
@@ -95,45 +100,87 @@ async fn take_command(shared: &Shared, delivery: &Delivery) -> Result<(), RelayE
     }
 }
 
+/// How intake admitted a command.
+enum Admitted {
+    /// Seen for the first time, recorded and claimed by this process: attempt 1.
+    Claimed(i32),
+    /// Seen before and not finished: in this state.
+    Pending(TxState),
+}
+
 /// Records the command; `None` when intake answered it already (a duplicate, a reused key,
 /// a command another worker holds).
+///
+/// A command its sender publishes for the first time goes the batched way: recorded and
+/// claimed in one write shared with the other commands arriving meanwhile. One whose key
+/// exists (a redelivery, a duplicate, a command the relay sent again) takes the
+/// one-command intake, which knows every state it can be found in.
 async fn intake(
     shared: &Shared,
     delivery: &Delivery,
     cmd: &Command,
     action: &Action,
     provider: &dyn Provider,
-) -> Result<Option<(TxRef, TxState)>, RelayError> {
-    let info = action.info();
-    let (local_reference, refs) = info.intake_refs();
+) -> Result<Option<(TxRef, Admitted)>, RelayError> {
+    // Read before any wait: the action's view is not shared across threads.
+    let (kind, params_masked, (local_reference, refs)) = {
+        let info = action.info();
+        (
+            info.kind(),
+            mask_json(&info.audit_params()),
+            info.intake_refs(),
+        )
+    };
+    let resend = is_resend(delivery);
+    if !resend && !delivery.redelivered {
+        let new = NewIntake {
+            id: uuid::Uuid::now_v7(),
+            source: cmd.source.clone(),
+            command_id: cmd.command_id.clone(),
+            kind,
+            provider: provider.name(),
+            params_masked: params_masked.clone(),
+            local_reference,
+            refs: refs.clone(),
+            command_sealed: shared.store.seal(&delivery.data),
+            routing_key: delivery.routing_key.to_string(),
+            target: reply_target(delivery, cmd.callback_url.as_deref()),
+            lease_secs: provider.limits().lease().as_secs_f64(),
+            owner: shared.process.id,
+        };
+        let claimed = until_done("intake", || shared.batches.intake.submit(new.clone())).await?;
+        if let Some(r) = claimed {
+            return Ok(Some((r, Admitted::Claimed(1))));
+        }
+    }
     let new = NewTransaction {
         source: &cmd.source,
         command_id: &cmd.command_id,
-        kind: info.kind(),
+        kind,
         provider: provider.name(),
-        params_masked: mask_json(&info.audit_params()),
+        params_masked,
         local_reference,
         refs,
         command: &delivery.data,
         routing_key: delivery.routing_key.as_str(),
     };
     // A command the relay published again has its targets registered already.
-    let target = if is_resend(delivery) {
+    let target = if resend {
         ReplyTarget::default()
     } else {
         reply_target(delivery, cmd.callback_url.as_deref())
     };
     let on_lost = provider
-        .has_financial_effect(info.kind())
-        .then(|| plan_for_unknown(shared, provider, info.kind(), LOST_WORKER));
+        .has_financial_effect(kind)
+        .then(|| plan_for_unknown(shared, provider, kind, LOST_WORKER));
     let intake = until_done("intake", || {
         shared.store.intake(&new, &target, on_lost.as_ref())
     })
     .await?;
     let span = tracing::Span::current();
     match intake {
-        Intake::New(r) => Ok(Some((r, TxState::Received))),
-        Intake::Pending(r, state) => Ok(Some((r, state))),
+        Intake::New(r) => Ok(Some((r, Admitted::Pending(TxState::Received)))),
+        Intake::Pending(r, state) => Ok(Some((r, Admitted::Pending(state)))),
         Intake::Completed(r) => {
             span.record("transaction_id", r.id.to_string());
             tracing::info!("duplicate of a finished command: stored outcome queued again");
@@ -226,7 +273,7 @@ async fn delay(shared: &Shared, delivery: &Delivery, tier: usize) -> Result<(), 
     .await
 }
 
-/// Claims the command, asks the provider once, and acts on what that came to.
+/// Claims the command, then [`send`]s it.
 async fn execute(shared: &Shared, job: &Job<'_>) -> Result<(), RelayError> {
     let lease = job.provider.limits().lease();
     let claim = || shared.store.claim(job.r.id, lease, shared.process);
@@ -234,6 +281,12 @@ async fn execute(shared: &Shared, job: &Job<'_>) -> Result<(), RelayError> {
         tracing::info!("another worker claimed this command first");
         return Ok(());
     };
+    send(shared, job, attempt).await
+}
+
+/// Asks the provider once about a command this process claimed, and acts on what that
+/// came to.
+async fn send(shared: &Shared, job: &Job<'_>, attempt: i32) -> Result<(), RelayError> {
     let subject_owner = match job.provider.subject_request(job.action) {
         Some(request) => until_done("own request", || shared.store.command_of(request)).await?,
         None => None,
@@ -247,13 +300,22 @@ async fn execute(shared: &Shared, job: &Job<'_>) -> Result<(), RelayError> {
         subject_owner,
     };
     let (step, exchanges) = job.provider.execute(job.action, tx).await;
-    for exchange in &exchanges {
+    act_on(shared, job, attempt, step, exchanges).await
+}
+
+/// Stores what the provider exchanged, when it is not stored with the outcome.
+async fn record_exchanges(
+    shared: &Shared,
+    job: &Job<'_>,
+    exchanges: &[Exchange],
+) -> Result<(), RelayError> {
+    for exchange in exchanges {
         until_done("record exchange", || {
             shared.store.record_exchange(job.r.id, exchange)
         })
         .await?;
     }
-    act_on(shared, job, attempt, step, &exchanges).await
+    Ok(())
 }
 
 /// What the executor does with one step: finish, resolve or reverse, ask again, or wait.
@@ -262,9 +324,9 @@ async fn act_on(
     job: &Job<'_>,
     attempt: i32,
     step: Step,
-    exchanges: &[Exchange],
+    exchanges: Vec<Exchange>,
 ) -> Result<(), RelayError> {
-    let (id, kind) = (job.r.id, job.action.kind());
+    let kind = job.action.kind();
     let subject = job.cmd.subject();
     let step = match step {
         // A read that may not have arrived is simply asked again.
@@ -277,24 +339,7 @@ async fn act_on(
             result,
             error,
         } => subject.outcome(status, result, error),
-        Step::Unknown(why) => {
-            let plan = plan_for_unknown(shared, job.provider, kind, &why);
-            return follow_up::record_unknown(shared, job.provider.name(), id, plan, &why).await;
-        }
-        Step::Reverse(reversal) => {
-            let why = reversal.detail.clone().unwrap_or_default();
-            let plan = UnknownPlan::Reverse(reversal);
-            return follow_up::record_unknown(shared, job.provider.name(), id, plan, &why).await;
-        }
-        Step::Processing(reason) => {
-            tracing::info!(reason = %reason, attempt, "provider still processing; asking again after a delay");
-            return ask_again(shared, job, &reason, attempt - 1).await;
-        }
-        Step::Retry(reason) if attempt < MAX_NOT_SENT_ATTEMPTS => {
-            tracing::warn!(reason = %reason, attempt, "provider not reached; retrying after a delay");
-            return ask_again(shared, job, &reason, attempt).await;
-        }
-        Step::Retry(reason) => subject.outcome(
+        Step::Retry(reason) if attempt >= MAX_NOT_SENT_ATTEMPTS => subject.outcome(
             Status::Failed,
             None,
             Some(error(
@@ -303,12 +348,50 @@ async fn act_on(
                 None,
             )),
         ),
-        Step::Wait(waiting) => {
-            return follow_up::start_waiting(shared, id, TxState::Sending, *waiting, &subject)
-                .await;
+        other => {
+            record_exchanges(shared, job, &exchanges).await?;
+            return follow_up_step(shared, job, attempt, other).await;
         }
     };
     finish(shared, job, outcome, exchanges).await
+}
+
+/// A step that is not an outcome yet: resolve or reverse, ask again, or wait.
+async fn follow_up_step(
+    shared: &Shared,
+    job: &Job<'_>,
+    attempt: i32,
+    step: Step,
+) -> Result<(), RelayError> {
+    let id = job.r.id;
+    match step {
+        Step::Unknown(why) => {
+            let plan = plan_for_unknown(shared, job.provider, job.action.kind(), &why);
+            follow_up::record_unknown(shared, job.provider.name(), id, plan, &why).await
+        }
+        Step::Reverse(reversal) => {
+            let why = reversal.detail.clone().unwrap_or_default();
+            let plan = UnknownPlan::Reverse(reversal);
+            follow_up::record_unknown(shared, job.provider.name(), id, plan, &why).await
+        }
+        Step::Processing(reason) => {
+            tracing::info!(reason = %reason, attempt, "provider still processing; asking again after a delay");
+            ask_again(shared, job, &reason, attempt - 1).await
+        }
+        Step::Retry(reason) => {
+            tracing::warn!(reason = %reason, attempt, "provider not reached; retrying after a delay");
+            ask_again(shared, job, &reason, attempt).await
+        }
+        Step::Wait(waiting) => {
+            let subject = job.cmd.subject();
+            follow_up::start_waiting(shared, id, TxState::Sending, *waiting, &subject).await
+        }
+        // `act_on` finishes outcomes itself; reaching this is a bug, and the message goes
+        // to the dead-letter queue rather than losing the answer.
+        Step::Done { .. } => Err(RelayError::Corrupt(
+            "an outcome reached the follow-up path".into(),
+        )),
+    }
 }
 
 /// `sending -> received`, and the command back through delay tier `tier`.
@@ -322,24 +405,42 @@ async fn ask_again(
     delay(shared, job.delivery, usize::try_from(tier).unwrap_or(0)).await
 }
 
-/// Commits the outcome with the confirmation that must follow it, and sends that
-/// confirmation's first attempt at once.
+/// Commits the outcome with the provider's exchanges and the confirmation that must follow
+/// it, and sends that confirmation's first attempt at once. An outcome without a
+/// confirmation (the common case) goes with the others finishing meanwhile.
 async fn finish(
     shared: &Shared,
     job: &Job<'_>,
     outcome: Outcome,
-    exchanges: &[Exchange],
+    exchanges: Vec<Exchange>,
 ) -> Result<(), RelayError> {
     let id = job.r.id;
     let confirm = (outcome.status == Status::Succeeded)
         .then(|| job.provider.confirmation(job.action))
         .flatten();
-    let stored = until_done("complete", || {
-        shared
-            .store
-            .complete_with_advice(id, TxState::Sending, &outcome, confirm.as_ref())
-    })
-    .await?;
+    let latency_ms: u128 = exchanges.iter().map(|e| e.latency.as_millis()).sum();
+    let stored = match &confirm {
+        None => {
+            let write = Finish {
+                id,
+                status: outcome.status.as_str(),
+                event_id: outcome.event_id.clone(),
+                outcome_sealed: shared.store.seal_outcome(&outcome),
+                event_key: outcome.routing_key(),
+                exchanges,
+            };
+            until_done("complete", || shared.batches.finish.submit(write.clone())).await?
+        }
+        Some(advice) => {
+            record_exchanges(shared, job, &exchanges).await?;
+            until_done("complete", || {
+                shared
+                    .store
+                    .complete_with_advice(id, TxState::Sending, &outcome, Some(advice))
+            })
+            .await?
+        }
+    };
     if !stored {
         // The lease ran out while this worker waited (a redelivery took the transaction
         // over): this answer is dropped, and the resolution or reversal decides.
@@ -349,7 +450,6 @@ async fn finish(
         );
         return Ok(());
     }
-    let latency_ms: u128 = exchanges.iter().map(|e| e.latency.as_millis()).sum();
     tracing::info!(latency_ms = latency_ms as u64, "provider answered");
     count_outcome(&outcome, "command finished");
     if confirm.is_some() {

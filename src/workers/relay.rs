@@ -8,7 +8,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 use super::consumer::consume_supervised;
-use super::shared::Shared;
+use super::shared::{Batches, Shared};
 use super::{advice, callbacks, executor, liveness, poller, sweeper};
 use crate::broker::{self, Publisher, topology};
 use crate::config::Config;
@@ -25,6 +25,8 @@ pub struct Relay {
     tasks: JoinSet<()>,
     /// Stops the liveness heartbeat, last: until then this process owns what it claimed.
     liveness: (ShutdownTrigger, tokio::task::JoinHandle<()>),
+    /// The rate-lease keeper, for [`Relay::kill`].
+    lease_abort: tokio::task::AbortHandle,
     pub shared: Arc<Shared>,
 }
 
@@ -35,7 +37,20 @@ impl Relay {
         let (shared, liveness_store) = connect(config).await?;
         let shared = Arc::new(shared);
         let (alive_trigger, alive) = crate::shutdown::channel();
-        let liveness = tokio::spawn(liveness::keep_alive(liveness_store, shared.process, alive));
+        let limits = shared.providers.iter().map(|p| p.rate_limit()).collect();
+        let leases = tokio::spawn(crate::ratelimit::keep_leases(
+            limits,
+            shared.process.id,
+            alive.clone(),
+        ));
+        let process = shared.process;
+        // Both stop after the workers: until then this process owns what it claimed, and
+        // the work in flight may still need its rate share.
+        let lease_abort = leases.abort_handle();
+        let liveness = tokio::spawn(async move {
+            liveness::keep_alive(liveness_store, process, alive).await;
+            let _ = leases.await;
+        });
         let (trigger, shutdown) = crate::shutdown::channel();
         let mut tasks = JoinSet::new();
         spawn_consumers(&mut tasks, &shared, &shutdown);
@@ -51,6 +66,7 @@ impl Relay {
             trigger,
             tasks,
             liveness: (alive_trigger, liveness),
+            lease_abort,
             shared,
         })
     }
@@ -85,6 +101,17 @@ impl Relay {
         let _ = heartbeat.await;
     }
 
+    /// Stops everything at once, as a SIGKILL would: nothing is finished, handed back or
+    /// released. Its rate share returns to the others when its lease ends, its claims when
+    /// its liveness lock goes with its connection. For benchmarks and tests of exactly that.
+    pub async fn kill(mut self) {
+        self.lease_abort.abort();
+        self.liveness.1.abort();
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        let _ = self.liveness.1.await;
+    }
+
     /// A listener for the relay's shutdown, for tasks started beside it.
     pub fn shutdown(&self) -> Shutdown {
         self.trigger.subscribe()
@@ -93,6 +120,9 @@ impl Relay {
 
 /// Connections of the callback dispatcher: one claims while the rest record results.
 const OUTBOX_POOL: usize = 6;
+/// Intake and finish batches written at once, each: while they are written, the next ones
+/// fill up.
+const BATCHES_IN_FLIGHT: usize = 3;
 
 /// Everything the workers share: the database, the topology, the publisher and the
 /// enabled providers.
@@ -144,7 +174,18 @@ async fn connect(config: Config) -> anyhow::Result<(Shared, Store)> {
         &config.secrets.provider_credentials,
         Some(limiter.pool),
     )?;
+    // Connections of their own for the batched writes: one per batch in flight of each
+    // kind, so the workers' pool never keeps a batch waiting.
+    let batch_db = crate::config::DatabaseConfig {
+        pool_size: 3 * BATCHES_IN_FLIGHT,
+        ..config.database.clone()
+    };
+    let batch_store =
+        Store::connect_for_keyed_writes(&batch_db, Sealer::with_keys(&config.secrets.data_keys))
+            .await?;
+    let batches = Batches::start(&batch_store, BATCHES_IN_FLIGHT);
     let shared = Shared {
+        batches,
         config,
         store,
         outbox_store,

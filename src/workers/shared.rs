@@ -10,6 +10,8 @@ use crate::providers::work::PollPlan;
 use crate::providers::{Provider, Registry};
 use crate::retry::Tiers;
 use crate::store::Store;
+use crate::store::fast_path::{DeliveredWrite, FinishWrite, IntakeWrite};
+use crate::store::group_commit::Batcher;
 use crate::store::processes::ProcessId;
 use crate::webhook::Deliverer;
 
@@ -28,6 +30,32 @@ pub struct Shared {
     pub outbox_wakeup: Notify,
     /// This process, as registered: it owns what it claims while it lives.
     pub process: ProcessId,
+    /// The common path's writes, many commands per transaction.
+    pub batches: Batches,
+}
+
+/// The group-commit writers of the common path (see [`crate::store::group_commit`]).
+pub struct Batches {
+    pub intake: Batcher<IntakeWrite>,
+    pub finish: Batcher<FinishWrite>,
+    pub delivered: Batcher<DeliveredWrite>,
+}
+
+/// Commands or rows per batch at most: a batch is one statement, and a few hundred rows
+/// keep it well under a millisecond of server time per row.
+const MAX_BATCH: usize = 256;
+
+impl Batches {
+    /// Writers on `store` (best from [`Store::connect_for_keyed_writes`], with a connection
+    /// for every batch that may be in flight). At most `in_flight` batches of each kind are
+    /// written at once.
+    pub fn start(store: &Store, in_flight: usize) -> Batches {
+        Batches {
+            intake: Batcher::start(IntakeWrite(store.clone()), MAX_BATCH, in_flight),
+            finish: Batcher::start(FinishWrite(store.clone()), MAX_BATCH, in_flight),
+            delivered: Batcher::start(DeliveredWrite(store.clone()), MAX_BATCH, in_flight),
+        }
+    }
 }
 
 impl Shared {

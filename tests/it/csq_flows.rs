@@ -156,49 +156,75 @@ async fn raffle_result_survives_a_broker_restart() {
     env.cleanup().await;
 }
 
-/// Two "processes" (two pools, two limiters) reserve slots against one database: the slots
-/// are spaced by 1 / rate whatever the split, so together they never exceed the rate.
+/// Three "processes" (three pools, three limiters) lease shares of one rate from one
+/// database: the shares alive never add up to more than the rate, a newcomer gets its fair
+/// share once the others renewed, a clean stop gives its share back at once, and a dead
+/// process's share returns to the others when its lease ends.
 #[tokio::test]
-async fn rate_limit_is_global_across_processes() {
+async fn rate_shares_add_up_to_the_rate_across_processes() {
     let env = TestEnv::new().await;
     voucher_relay::store::migrate(&env.config.database)
         .await
         .unwrap();
     let sealer = Sealer::new(&[0; 32]);
-    let a = Store::connect(&env.config.database, sealer.clone())
-        .await
-        .unwrap();
-    let b = Store::connect(&env.config.database, sealer).await.unwrap();
-    let rate = 5; // 200 ms apart
-    let limit_a = ProviderLimit::new("csq-test", rate, 2, Some(a.pool.clone()));
-    let limit_b = ProviderLimit::new("csq-test", rate, 2, Some(b.pool.clone()));
-    let db = env.db().await;
-    let t0: f64 = scalar(&db, "SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8").await;
-    let n = 20;
-    for i in 0..n {
-        let limit = if i % 2 == 0 { &limit_a } else { &limit_b };
-        let slot = limit.reserve(Duration::from_secs(60)).await.unwrap();
-        assert!(slot.is_some(), "a slot within a minute");
-    }
-    // A slot further away than the caller will wait is not taken.
-    assert!(
-        limit_a
-            .reserve(Duration::from_secs(1))
+    let rate = 50;
+    let mut limits = Vec::new();
+    for _ in 0..3 {
+        let store = Store::connect(&env.config.database, sealer.clone())
             .await
-            .unwrap()
-            .is_none()
-    );
-    // Every reservation, from either process, took one interval of one shared timeline:
-    // however the calls interleave, the next free slot is at least n intervals after t0.
-    let next_free: f64 = scalar(
-        &db,
-        "SELECT EXTRACT(EPOCH FROM next_free)::float8 FROM rate_limits WHERE provider = 'csq-test'",
+            .unwrap();
+        limits.push((
+            ProviderLimit::new("csq-test", rate, 4, Some(store.pool.clone())),
+            uuid::Uuid::now_v7(),
+        ));
+    }
+    let db = env.db().await;
+    let leased = || async {
+        scalar::<i64>(
+            &env.db().await,
+            "SELECT coalesce(sum(share), 0)::bigint FROM rate_leases
+             WHERE provider = 'csq-test' AND expires_at > clock_timestamp()",
+        )
+        .await
+    };
+    // Nothing is sent before the first lease.
+    assert_eq!(limits[0].0.share(), 0);
+    assert!(!limits[0].0.wait_turn(Duration::from_millis(50)).await);
+    // Alone, the first takes the whole rate.
+    let (a, b, c) = (&limits[0], &limits[1], &limits[2]);
+    assert_eq!(a.0.renew(a.1).await.unwrap().share, 50);
+    assert!(a.0.wait_turn(Duration::from_millis(50)).await);
+    // A newcomer gets what is left (nothing), then its share once the first renewed down.
+    assert_eq!(b.0.renew(b.1).await.unwrap().share, 0);
+    assert_eq!(a.0.renew(a.1).await.unwrap().share, 25);
+    assert_eq!(b.0.renew(b.1).await.unwrap().share, 25);
+    assert_eq!(leased().await, 50);
+    // Three holders settle on 17 + 17 + 16 in two rounds, never above 50 on the way.
+    for _ in 0..2 {
+        for (limit, owner) in [a, b, c] {
+            limit.renew(*owner).await.unwrap();
+            assert!(
+                leased().await <= 50,
+                "the shares alive never exceed the rate"
+            );
+        }
+    }
+    let mut shares: Vec<u32> = [a, b, c].iter().map(|(l, _)| l.share()).collect();
+    shares.sort();
+    assert_eq!(shares, vec![16, 17, 17]);
+    // A clean stop gives the share back at once.
+    c.0.release(c.1).await.unwrap();
+    assert_eq!(c.0.share(), 0);
+    a.0.renew(a.1).await.unwrap();
+    b.0.renew(b.1).await.unwrap();
+    assert_eq!(a.0.share() + b.0.share(), 50);
+    // A dead process (b stops renewing): its share returns when its lease ends.
+    db.execute(
+        "UPDATE rate_leases SET expires_at = clock_timestamp() WHERE owner = $1",
+        &[&b.1],
     )
-    .await;
-    assert!(
-        next_free - t0 >= f64::from(n) * 0.2 - 1e-6,
-        "{n} slots at 5/s need 4 s; they span {:.3} s",
-        next_free - t0
-    );
+    .await
+    .unwrap();
+    assert_eq!(a.0.renew(a.1).await.unwrap().share, 50);
     env.cleanup().await;
 }

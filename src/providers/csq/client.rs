@@ -40,6 +40,11 @@ pub enum Products {
 }
 
 impl CsqClient {
+    /// The rate limit of this provider's requests.
+    pub fn rate_limit(&self) -> std::sync::Arc<crate::ratelimit::ProviderLimit> {
+        self.http.rate_limit()
+    }
+
     /// A client with the credentials `credential` finds in the variables `cfg` names;
     /// `pool` makes its rate limit global across processes.
     pub fn new(

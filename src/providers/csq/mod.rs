@@ -174,6 +174,10 @@ impl Provider for Csq {
         self.config.http.limits()
     }
 
+    fn rate_limit(&self) -> std::sync::Arc<crate::ratelimit::ProviderLimit> {
+        self.client.rate_limit()
+    }
+
     fn has_financial_effect(&self, kind: &str) -> bool {
         kind == "purchase"
     }

@@ -71,6 +71,11 @@ fn now() -> String {
 }
 
 impl ElectrumClient {
+    /// The rate limit of this provider's requests.
+    pub fn rate_limit(&self) -> std::sync::Arc<crate::ratelimit::ProviderLimit> {
+        self.http.rate_limit()
+    }
+
     /// A client with the password `credential` finds in the variable `cfg` names; `pool`
     /// makes its rate limit global across processes.
     pub fn new(

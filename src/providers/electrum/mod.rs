@@ -237,6 +237,10 @@ impl Provider for Electrum {
         self.config.http.limits()
     }
 
+    fn rate_limit(&self) -> std::sync::Arc<crate::ratelimit::ProviderLimit> {
+        self.client.rate_limit()
+    }
+
     fn has_financial_effect(&self, kind: &str) -> bool {
         Operation::parse(kind).is_some()
     }

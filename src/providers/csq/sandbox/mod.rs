@@ -126,7 +126,13 @@ struct Inner {
     password: String,
     options: SandboxOptions,
     ledger: Mutex<Ledger>,
+    /// When each request to the provider's API arrived, for rate measurements; the first
+    /// million only.
+    arrivals: Mutex<Vec<std::time::Instant>>,
 }
+
+/// Arrivals kept at most: a million instants is 16 MB.
+const MAX_ARRIVALS: usize = 1_000_000;
 
 /// A running or runnable CSQ simulator. Cheap to clone; clones share state.
 #[derive(Clone)]
@@ -148,6 +154,7 @@ impl CsqSandbox {
                 password: password.to_string(),
                 options,
                 ledger: Mutex::new(Ledger::default()),
+                arrivals: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -170,6 +177,26 @@ impl CsqSandbox {
     /// Every voucher sold so far.
     pub fn sales(&self) -> Vec<SaleRecord> {
         self.ledger().sold()
+    }
+
+    /// When each request to the provider's API arrived, in order.
+    pub fn request_arrivals(&self) -> Vec<std::time::Instant> {
+        self.inner
+            .arrivals
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    pub(super) fn note_arrival(&self) {
+        let mut arrivals = self
+            .inner
+            .arrivals
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if arrivals.len() < MAX_ARRIVALS {
+            arrivals.push(std::time::Instant::now());
+        }
     }
 
     fn ledger(&self) -> MutexGuard<'_, Ledger> {

@@ -41,6 +41,12 @@ pub(super) fn router(sandbox: CsqSandbox) -> Router {
         )
         .route("/utils/balances/{terminal}", get(balances))
         .route("/ping", get(|| async { axum::Json(json!({"rc": 0})) }))
+        // Every request to the provider's API counts against its rate limit; the sandbox's
+        // own endpoints below do not.
+        .route_layer(axum::middleware::from_fn_with_state(
+            sandbox.clone(),
+            note_arrival,
+        ))
         .route("/sandbox/stats", get(stats))
         .route("/sandbox/sales", get(sales))
         .route("/sandbox/reset", post(reset))
@@ -84,6 +90,16 @@ fn check_auth(sandbox: &CsqSandbox, headers: &HeaderMap) -> Result<(), &'static 
         return Err("bad credentials");
     }
     Ok(())
+}
+
+/// Notes when a request to the provider's API arrived, whatever it asks.
+async fn note_arrival(
+    State(sandbox): State<CsqSandbox>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    sandbox.note_arrival();
+    next.run(request).await
 }
 
 /// `POST /pre-paid/vouchers/purchase/{terminal}/{operator}/{reference}`.
