@@ -230,7 +230,7 @@ async fn publish_commands(
 
 /// The command `id` of the benchmark: a purchase from the always-selling operator, or a
 /// provision.
-fn bench_command(target: Target, id: &str, source: &str) -> Value {
+pub(super) fn bench_command(target: Target, id: &str, source: &str) -> Value {
     match target {
         Target::Csq => json!({
             "command_id": id, "source": source, "kind": "purchase", "provider": "csq",

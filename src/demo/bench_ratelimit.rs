@@ -16,11 +16,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-
+use super::bench::{Target, bench_command};
 use super::rig::{DemoEnv, Rig};
 use crate::broker::{Publisher, publisher::json_properties};
-use crate::providers::csq::sandbox::{CsqSandbox, OPERATOR_OK, SandboxOptions};
+use crate::providers::csq::sandbox::{CsqSandbox, SandboxOptions};
 use crate::telemetry;
 use crate::workers::Relay;
 
@@ -116,16 +115,14 @@ pub async fn run(config_path: &Path, rate: u32, seconds: u64) -> anyhow::Result<
     Ok(ok)
 }
 
-/// Publishes `n` purchases from the always-selling operator, without reply targets.
+/// Publishes `n` purchases (the bench's, from the always-selling operator), without reply
+/// targets.
 async fn publish_backlog(rig: &Rig, n: u64) -> anyhow::Result<()> {
     let publisher = Publisher::connect(&rig.config.broker.url).await?;
     let exchange = rig.config.name(&rig.config.broker.commands_exchange);
     let source = format!("ratelimit-{}", chrono::Utc::now().format("%Y%m%d%H%M%S%3f"));
     for i in 0..n {
-        let body = json!({
-            "command_id": format!("rl-{i:07}"), "source": source, "kind": "purchase", "provider": "csq",
-            "params": {"terminal_id": 1, "operator_id": OPERATOR_OK, "amount_to_send_x100": 1000}
-        });
+        let body = bench_command(Target::Csq, &format!("rl-{i:07}"), &source);
         publisher
             .publish(
                 &exchange,

@@ -248,14 +248,15 @@ impl Store {
     /// yet; PostgreSQL then takes it for a page or two and scans it whole for each batch
     /// and each foreign-key check, which costs more with every row the table gains.
     /// Sequential scans are priced out on these connections, so key lookups are used
-    /// whatever the statistics say.
+    /// whatever the statistics say; and their plans are made once per connection
+    /// (`force_generic_plan`), not for every batch.
     pub async fn connect_for_keyed_writes(
         cfg: &DatabaseConfig,
         sealer: Sealer,
     ) -> Result<Store, ConnectError> {
         let mut pg = pg_config(cfg)?;
         pg.options(format!(
-            "-c statement_timeout={} -c enable_seqscan=off",
+            "-c statement_timeout={} -c enable_seqscan=off -c plan_cache_mode=force_generic_plan",
             cfg.timeout_ms
         ));
         Self::connect_with(pg, cfg, sealer).await
