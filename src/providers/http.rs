@@ -147,6 +147,13 @@ pub struct Exchange {
     pub error: Option<String>,
 }
 
+impl Exchange {
+    /// The latency as `provider_exchanges.latency_ms` stores it.
+    pub fn latency_ms(&self) -> i32 {
+        i32::try_from(self.latency.as_millis()).unwrap_or(i32::MAX)
+    }
+}
+
 /// A provider's HTTP client with its limits.
 #[derive(Clone)]
 pub struct ProviderHttp {

@@ -16,8 +16,8 @@
 //!
 //! Each is one statement in its own transaction, with the same effects, row for row, as
 //! the one-command path it stands for (`Store::intake` then `Store::claim`,
-//! `Store::record_exchange` then `Store::complete`, `Store::record_callback` and
-//! `Store::outbox_delivered`). Whatever the fast path does not cover (a key seen before, an
+//! `Store::record_exchange` then `Store::complete`, and a delivered callback's branch of
+//! `Store::record_callback`, which itself writes through [`DeliveredWrite`]). Whatever the fast path does not cover (a key seen before, an
 //! outcome that needs a confirmation, a failed callback) takes the one-command path.
 
 use chrono::{DateTime, Utc};
@@ -27,7 +27,6 @@ use uuid::Uuid;
 
 use super::Store;
 use super::group_commit::BatchWrite;
-use super::outbox::destination_of;
 use super::outcomes::ReplyTarget;
 use super::transactions::TxRef;
 use crate::error::Result;
@@ -110,13 +109,8 @@ impl BatchWrite for IntakeWrite {
             let sealed: Vec<&[u8]> = items.iter().map(|i| i.command_sealed.as_slice()).collect();
             let lease: Vec<f64> = items.iter().map(|i| i.lease_secs).collect();
             let owners: Vec<Uuid> = items.iter().map(|i| i.owner).collect();
-            let destinations = column(|i| {
-                if i.target.callback_url.is_empty() {
-                    String::new()
-                } else {
-                    destination_of(&i.target.callback_url)
-                }
-            });
+            let destinations: Vec<Option<String>> =
+                items.iter().map(|i| i.target.destination()).collect();
             let client = self.0.pool.get().await?;
             let statement = client.prepare_cached(INTAKE).await?;
             let rows = client
@@ -301,9 +295,7 @@ impl<'a> ExchangeColumns<'a> {
             statuses: all().map(|(_, e)| e.status.map(i32::from)).collect(),
             responses: all().map(|(_, e)| e.response.as_ref()).collect(),
             errors: all().map(|(_, e)| e.error.as_deref()).collect(),
-            latencies: all()
-                .map(|(_, e)| i32::try_from(e.latency.as_millis()).unwrap_or(i32::MAX))
-                .collect(),
+            latencies: all().map(|(_, e)| e.latency_ms()).collect(),
         }
     }
 }

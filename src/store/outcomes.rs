@@ -19,13 +19,21 @@ pub struct ReplyTarget {
     pub callback_url: String,
 }
 
+impl ReplyTarget {
+    /// The callback's destination (`scheme://host:port`), kept with the target so its
+    /// outbox row can be written without working it out again; `None` without a callback.
+    pub(crate) fn destination(&self) -> Option<String> {
+        (!self.callback_url.is_empty()).then(|| outbox::destination_of(&self.callback_url))
+    }
+}
+
 /// Registers `t` as waiting for the outcome of `id`; a target that asks for nothing (a
 /// command sent again by the relay, say) is not recorded.
 pub(crate) async fn add_target(tx: &Transaction<'_>, id: Uuid, t: &ReplyTarget) -> Result<()> {
     if t.reply_to.is_empty() && t.callback_url.is_empty() {
         return Ok(());
     }
-    let destination = (!t.callback_url.is_empty()).then(|| outbox::destination_of(&t.callback_url));
+    let destination = t.destination();
     tx.execute(
         "INSERT INTO reply_targets (transaction_id, reply_to, correlation_id, callback_url, destination)
          VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",

@@ -284,7 +284,7 @@ impl Store {
     /// Stores one provider exchange (already masked by the provider path).
     pub async fn record_exchange(&self, id: Uuid, e: &Exchange) -> Result<()> {
         let client = self.pool.get().await?;
-        let latency_ms = i32::try_from(e.latency.as_millis()).unwrap_or(i32::MAX);
+        let latency_ms = e.latency_ms();
         let status = e.status.map(i32::from);
         client
             .execute(

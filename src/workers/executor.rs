@@ -326,20 +326,48 @@ async fn act_on(
     step: Step,
     exchanges: Vec<Exchange>,
 ) -> Result<(), RelayError> {
-    let kind = job.action.kind();
+    let (id, kind) = (job.r.id, job.action.kind());
     let subject = job.cmd.subject();
     let step = match step {
         // A read that may not have arrived is simply asked again.
         Step::Unknown(reason) if !job.provider.has_financial_effect(kind) => Step::Retry(reason),
         other => other,
     };
+    let gives_up = attempt >= MAX_NOT_SENT_ATTEMPTS;
+    // An outcome is written together with its exchanges (`finish`); any other step
+    // stores them first.
+    let ends_here = match &step {
+        Step::Done { .. } => true,
+        Step::Retry(_) => gives_up,
+        _ => false,
+    };
+    if !ends_here {
+        record_exchanges(shared, job, &exchanges).await?;
+    }
     let outcome = match step {
         Step::Done {
             status,
             result,
             error,
         } => subject.outcome(status, result, error),
-        Step::Retry(reason) if attempt >= MAX_NOT_SENT_ATTEMPTS => subject.outcome(
+        Step::Unknown(why) => {
+            let plan = plan_for_unknown(shared, job.provider, kind, &why);
+            return follow_up::record_unknown(shared, job.provider.name(), id, plan, &why).await;
+        }
+        Step::Reverse(reversal) => {
+            let why = reversal.detail.clone().unwrap_or_default();
+            let plan = UnknownPlan::Reverse(reversal);
+            return follow_up::record_unknown(shared, job.provider.name(), id, plan, &why).await;
+        }
+        Step::Processing(reason) => {
+            tracing::info!(reason = %reason, attempt, "provider still processing; asking again after a delay");
+            return ask_again(shared, job, &reason, attempt - 1).await;
+        }
+        Step::Retry(reason) if !gives_up => {
+            tracing::warn!(reason = %reason, attempt, "provider not reached; retrying after a delay");
+            return ask_again(shared, job, &reason, attempt).await;
+        }
+        Step::Retry(reason) => subject.outcome(
             Status::Failed,
             None,
             Some(error(
@@ -348,50 +376,12 @@ async fn act_on(
                 None,
             )),
         ),
-        other => {
-            record_exchanges(shared, job, &exchanges).await?;
-            return follow_up_step(shared, job, attempt, other).await;
+        Step::Wait(waiting) => {
+            return follow_up::start_waiting(shared, id, TxState::Sending, *waiting, &subject)
+                .await;
         }
     };
     finish(shared, job, outcome, exchanges).await
-}
-
-/// A step that is not an outcome yet: resolve or reverse, ask again, or wait.
-async fn follow_up_step(
-    shared: &Shared,
-    job: &Job<'_>,
-    attempt: i32,
-    step: Step,
-) -> Result<(), RelayError> {
-    let id = job.r.id;
-    match step {
-        Step::Unknown(why) => {
-            let plan = plan_for_unknown(shared, job.provider, job.action.kind(), &why);
-            follow_up::record_unknown(shared, job.provider.name(), id, plan, &why).await
-        }
-        Step::Reverse(reversal) => {
-            let why = reversal.detail.clone().unwrap_or_default();
-            let plan = UnknownPlan::Reverse(reversal);
-            follow_up::record_unknown(shared, job.provider.name(), id, plan, &why).await
-        }
-        Step::Processing(reason) => {
-            tracing::info!(reason = %reason, attempt, "provider still processing; asking again after a delay");
-            ask_again(shared, job, &reason, attempt - 1).await
-        }
-        Step::Retry(reason) => {
-            tracing::warn!(reason = %reason, attempt, "provider not reached; retrying after a delay");
-            ask_again(shared, job, &reason, attempt).await
-        }
-        Step::Wait(waiting) => {
-            let subject = job.cmd.subject();
-            follow_up::start_waiting(shared, id, TxState::Sending, *waiting, &subject).await
-        }
-        // `act_on` finishes outcomes itself; reaching this is a bug, and the message goes
-        // to the dead-letter queue rather than losing the answer.
-        Step::Done { .. } => Err(RelayError::Corrupt(
-            "an outcome reached the follow-up path".into(),
-        )),
-    }
 }
 
 /// `sending -> received`, and the command back through delay tier `tier`.
