@@ -1,5 +1,6 @@
 //! The admin endpoint: `/metrics` (Prometheus text), `/healthz` (the process answers) and
-//! `/readyz` (it can work: PostgreSQL and RabbitMQ answer; 503 with the reason if not).
+//! `/readyz` (it can work: PostgreSQL and RabbitMQ answer; 503 with the reason if not), and
+//! the operator console under `/console` when `OPERATOR_TOKEN` is set.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,14 +22,15 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
 pub type Readiness =
     Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync + 'static>;
 
-/// Serves the admin routes on `listen` until shutdown.
+/// Serves the admin routes, and `more` (the console), on `listen` until shutdown.
 pub async fn serve(
     listen: SocketAddr,
     metrics: PrometheusHandle,
     ready: Readiness,
+    more: Router,
     mut shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let app = Router::new()
+    let app = more
         .route(
             "/metrics",
             get(move || std::future::ready(metrics.render())),

@@ -82,6 +82,10 @@ pub struct BrokerConfig {
     /// Delay-tier queues dead-letter into this exchange, back to the work queues.
     pub retry_exchange: String,
     pub rejected_queue: String,
+    /// Queue bound to the dead-letter exchange: what failed the same way every time, or used
+    /// up its deliveries. The relay copies each message to PostgreSQL (`dlq` subcommands).
+    #[serde(default = "default_broker_dead_queue")]
+    pub dead_queue: String,
     /// Queue bound to the unrouted exchange; its commands are rejected as unknown.
     pub unrouted_queue: String,
     /// Prepended to every exchange and queue name. Empty in production; tests use it to
@@ -167,6 +171,10 @@ fn default_circuit_failures() -> u32 {
 fn default_circuit_open_ms() -> u64 {
     30_000
 }
+fn default_broker_dead_queue() -> String {
+    "voucher.dead".into()
+}
+
 fn default_dead_queue() -> String {
     "callbacks.dead".into()
 }
@@ -313,6 +321,8 @@ pub struct Secrets {
     pub data_keys: Vec<[u8; 32]>,
     /// Provider credentials by environment variable name.
     pub provider_credentials: BTreeMap<String, String>,
+    /// `OPERATOR_TOKEN`: the web console's login. Unset, there is no console.
+    pub operator_token: Option<String>,
 }
 
 impl std::fmt::Debug for Secrets {
@@ -505,6 +515,7 @@ impl Config {
         let declared: Vec<&str> = self.queues.iter().map(|q| q.name.as_str()).collect();
         let mut named = vec![
             ("broker.rejected_queue", self.broker.rejected_queue.as_str()),
+            ("broker.dead_queue", self.broker.dead_queue.as_str()),
             ("broker.unrouted_queue", self.broker.unrouted_queue.as_str()),
             ("webhook.dead_queue", self.webhook.dead_queue.as_str()),
         ];
@@ -582,6 +593,9 @@ impl Config {
     }
 }
 
+/// The shortest operator token accepted: a guessable one would hand out replay and discard.
+const MIN_OPERATOR_TOKEN: usize = 16;
+
 fn read_secrets(config: &Config, env: &dyn Env) -> Result<Secrets, ConfigError> {
     let webhook_signing_secret =
         env.get("WEBHOOK_SIGNING_SECRET")
@@ -614,10 +628,22 @@ fn read_secrets(config: &Config, env: &dyn Env) -> Result<Secrets, ConfigError> 
             provider_credentials.insert(var.to_string(), value);
         }
     }
+    let operator_token = env.get("OPERATOR_TOKEN");
+    if let Some(t) = &operator_token
+        && t.chars().count() < MIN_OPERATOR_TOKEN
+    {
+        return Err(ConfigError::invalid(
+            "OPERATOR_TOKEN",
+            format!(
+                "must be at least {MIN_OPERATOR_TOKEN} characters (it guards replay and discard); make one with: openssl rand -hex 24"
+            ),
+        ));
+    }
     Ok(Secrets {
         webhook_signing_secret,
         data_keys,
         provider_credentials,
+        operator_token,
     })
 }
 

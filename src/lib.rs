@@ -9,10 +9,13 @@ pub mod admin;
 pub mod broker;
 pub mod command;
 pub mod config;
+pub mod console;
 pub mod crypto;
 pub mod demo;
 pub mod error;
 pub mod mask;
+pub mod operator;
+pub mod progress;
 #[cfg(test)]
 mod proptest_json;
 pub mod providers;

@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use voucher_relay::broker::{self, topology};
 use voucher_relay::config::{Config, ProcessEnv};
 use voucher_relay::workers::Relay;
-use voucher_relay::{admin, demo, publish, sandbox, store, telemetry};
+use voucher_relay::{admin, demo, operator, publish, sandbox, store, telemetry};
 
 #[derive(Parser)]
 #[command(
@@ -57,6 +57,17 @@ enum Cmd {
     Callbacks {
         #[command(subcommand)]
         action: CallbacksAction,
+    },
+    /// Dead-letter and parked places: list, show, replay, discard (every change recorded
+    /// with who and why).
+    Dlq {
+        #[command(subcommand)]
+        action: operator::cli::DlqAction,
+    },
+    /// One transaction's timeline, or transactions by status, provider, source and age.
+    Tx {
+        #[command(subcommand)]
+        action: operator::cli::TxAction,
     },
     /// Publish the command(s) in a JSON file.
     #[command(after_help = PUBLISH_EXIT)]
@@ -262,6 +273,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => providers_check(&load(false)?).await?,
         Cmd::Advices { action } => advices(&load(false)?, action).await?,
         Cmd::Callbacks { action } => callbacks(&load(false)?, action).await?,
+        Cmd::Dlq { action } => {
+            if !operator::cli::dlq(&mut load(false)?, action).await? {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Cmd::Tx { action } => {
+            if !operator::cli::tx(&load(false)?, action).await? {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         Cmd::Publish { file, wait } => {
             let config = load(false)?;
             let commands = publish::read_file(&file)?;
@@ -326,13 +347,22 @@ async fn run_relay(config: Config) -> anyhow::Result<()> {
     let mut signals = StopSignals::listen();
     let metrics = admin::install_metrics()?;
     let listen = config.admin.listen;
+    // After the relay: it creates and migrates the database the console reads.
+    let console_config = config.clone();
     let relay = Relay::start(config).await?;
+    let console = console_routes(&console_config).await?;
     let shared = relay.shared.clone();
     let ready: admin::Readiness = std::sync::Arc::new(move || {
         let shared = shared.clone();
         Box::pin(async move { shared.ready().await })
     });
-    let admin_task = tokio::spawn(admin::serve(listen, metrics, ready, relay.shutdown()));
+    let admin_task = tokio::spawn(admin::serve(
+        listen,
+        metrics,
+        ready,
+        console,
+        relay.shutdown(),
+    ));
     tracing::info!(admin = %listen, "voucher-relay running");
     signals.recv().await;
     let grace_ms = relay.shared.config.recovery.shutdown_grace_ms;
@@ -348,6 +378,26 @@ async fn run_relay(config: Config) -> anyhow::Result<()> {
     }
     admin_task.abort();
     Ok(())
+}
+
+/// The console's routes when `OPERATOR_TOKEN` is set (on its own small pool, so a page
+/// never waits behind the workers); none otherwise.
+async fn console_routes(config: &Config) -> anyhow::Result<axum::Router> {
+    if config.secrets.operator_token.is_none() {
+        tracing::info!("OPERATOR_TOKEN is not set: no web console");
+        return Ok(axum::Router::new());
+    }
+    let mut db = config.database.clone();
+    db.pool_size = db.pool_size.min(4);
+    let store = store::Store::connect(
+        &db,
+        voucher_relay::crypto::Sealer::with_keys(&config.secrets.data_keys),
+    )
+    .await?;
+    let console = voucher_relay::console::Console::new(config.clone(), store)
+        .ok_or_else(|| anyhow::anyhow!("console without a token"))?;
+    tracing::info!(path = "/console", "web console enabled");
+    Ok(voucher_relay::console::router(console))
 }
 
 /// `topology declare` and `topology check`.

@@ -298,8 +298,19 @@ impl ProviderLimit {
     }
 
     /// Waits for this process's turn to send one request, if that turn comes within
-    /// `max_wait`; false (and no turn taken) if it would not.
+    /// `max_wait`; false (and no turn taken) if it would not. The wait of every turn taken
+    /// is `voucher_rate_limit_wait_seconds{provider}`.
     pub async fn wait_turn(&self, max_wait: Duration) -> bool {
+        let started = Instant::now();
+        let turn = self.next_turn(max_wait).await;
+        if turn {
+            metrics::histogram!("voucher_rate_limit_wait_seconds", "provider" => self.provider)
+                .record(started.elapsed().as_secs_f64());
+        }
+        turn
+    }
+
+    async fn next_turn(&self, max_wait: Duration) -> bool {
         let deadline = Instant::now() + max_wait;
         loop {
             let now = Instant::now();

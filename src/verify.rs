@@ -142,13 +142,15 @@ async fn one_outcome_per_command(store: &Store, stuck: f64) -> anyhow::Result<Ch
             "SELECT t.id, t.command_id, t.state,
                     EXTRACT(EPOCH FROM (now() - t.updated_at))::float8 AS idle,
                     p.transaction_id IS NOT NULL AS polled, p.parked_reason,
-                    a.transaction_id IS NOT NULL AS advised, a.parked,
+                    p.discarded_at IS NOT NULL AS poll_discarded,
+                    a.transaction_id IS NOT NULL AS advised, a.parked, a.discarded,
                     t.state = 'sending' AND relay_process_alive(t.lease_owner, $1) AS held
              FROM transactions t
              LEFT JOIN polls p ON p.transaction_id = t.id
-             LEFT JOIN LATERAL (SELECT transaction_id, bool_or(state = 'parked') AS parked
+             LEFT JOIN LATERAL (SELECT transaction_id, bool_or(state = 'parked') AS parked,
+                                       bool_and(state = 'discarded') AS discarded
                                 FROM advices WHERE transaction_id = t.id
-                                  AND state IN ('pending', 'parked')
+                                  AND state IN ('pending', 'parked', 'discarded')
                                 GROUP BY transaction_id) a ON true
              WHERE t.state <> 'completed'",
             &[&crate::store::processes::GRACE.as_secs_f64()],
@@ -161,14 +163,21 @@ async fn one_outcome_per_command(store: &Store, stuck: f64) -> anyhow::Result<Ch
         let reason = match state.as_str() {
             "unknown" | "awaiting_data" | "awaiting_draw" if row.get("polled") => {
                 match row.get::<_, Option<String>>("parked_reason") {
+                    Some(_) if row.get("poll_discarded") => "poll discarded by an operator",
                     Some(_) => "poll parked for operators",
                     None => "polling the provider",
                 }
             }
-            "reversing" if row.get("advised") => match row.get::<_, Option<bool>>("parked") {
-                Some(true) => "reversal parked for operators",
-                _ => "reversal in progress",
-            },
+            "reversing" if row.get("advised") => {
+                match (
+                    row.get::<_, Option<bool>>("parked"),
+                    row.get::<_, Option<bool>>("discarded"),
+                ) {
+                    (_, Some(true)) => "reversal discarded by an operator",
+                    (Some(true), _) => "reversal parked for operators",
+                    _ => "reversal in progress",
+                }
+            }
             "sending" if row.get::<_, Option<bool>>("held") == Some(true) => {
                 "a live process is sending it"
             }
@@ -440,7 +449,7 @@ async fn unknowns_resolved(store: &Store) -> anyhow::Result<Check> {
             "SELECT t.command_id, t.state,
                     EXISTS (SELECT 1 FROM polls p WHERE p.transaction_id = t.id) AS polled,
                     EXISTS (SELECT 1 FROM advices a WHERE a.transaction_id = t.id
-                              AND a.state IN ('pending', 'parked')) AS advised,
+                              AND a.state IN ('pending', 'parked', 'discarded')) AS advised,
                     EXISTS (SELECT 1 FROM audit_trail r WHERE r.transaction_id = t.id
                               AND r.from_state = 'unknown' AND r.to_state = 'received') AS resent
              FROM transactions t

@@ -1,7 +1,6 @@
 //! Collecting the batch's AMQP replies, one per message, with a progress bar on stderr.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use lapin::options::BasicAckOptions;
@@ -9,6 +8,7 @@ use lapin::options::BasicAckOptions;
 use super::batch::Sent;
 use super::rig::Rig;
 use crate::command::{Outcome, Status};
+use crate::progress::progress;
 
 /// The AMQP replies of the batch.
 #[derive(Default)]
@@ -52,7 +52,7 @@ pub(super) async fn collect_replies(
     deadline: tokio::time::Instant,
 ) -> anyhow::Result<Replies> {
     let mut replies = Replies::default();
-    progress(0, sent.len());
+    progress(0, sent.len(), "outcomes");
     while replies.outcomes.len() < sent.len() {
         match tokio::time::timeout_at(deadline, rig.replies.next()).await {
             Ok(Some(d)) => {
@@ -64,7 +64,7 @@ pub(super) async fn collect_replies(
                     .unwrap_or_default();
                 replies.record(correlation, &d.data, sent, started);
                 d.ack(BasicAckOptions::default()).await?;
-                progress(replies.outcomes.len(), sent.len());
+                progress(replies.outcomes.len(), sent.len(), "outcomes");
             }
             _ => break,
         }
@@ -73,27 +73,4 @@ pub(super) async fn collect_replies(
         eprintln!();
     }
     Ok(replies)
-}
-
-/// Redraws the bar in place on a terminal; elsewhere prints a line every 10 %.
-fn progress(done: usize, total: usize) {
-    use std::io::IsTerminal;
-    let terminal = std::io::stderr().is_terminal();
-    let step = (total / 10).max(1);
-    if !terminal && done % step != 0 && done != total {
-        return;
-    }
-    let width = 40;
-    let filled = done * width / total.max(1);
-    let bar = format!(
-        "[{}{}] {done}/{total} outcomes",
-        "#".repeat(filled),
-        "-".repeat(width - filled)
-    );
-    if terminal {
-        eprint!("\r{bar}");
-    } else {
-        eprintln!("{bar}");
-    }
-    let _ = std::io::stderr().flush();
 }

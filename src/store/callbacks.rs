@@ -155,7 +155,7 @@ impl Store {
                 &format!(
                     "UPDATE outbox SET dead_at = NULL, attempts = 0, throttled = 0, next_attempt_at = now(),
                          locked_until = NULL, last_error = 'replayed by an operator'
-                     WHERE channel = 'callback' AND dead_at IS NOT NULL AND {filter}
+                     WHERE channel = 'callback' AND dead_at IS NOT NULL AND discarded_at IS NULL AND {filter}
                      RETURNING id, event_id, target"
                 ),
                 &[&arg],
@@ -219,7 +219,7 @@ impl Store {
                 "SELECT json_build_object('event_id', event_id, 'url', target, 'reason', last_error,
                         'attempts', attempts, 'dead_at', ",
                 utc!("dead_at"),
-                ") FROM outbox WHERE channel = 'callback' AND dead_at IS NOT NULL
+                ") FROM outbox WHERE channel = 'callback' AND dead_at IS NOT NULL AND discarded_at IS NULL
                  ORDER BY dead_at DESC"
             ),
             &[],

@@ -6,6 +6,7 @@
 
 pub mod advices;
 pub mod callbacks;
+pub mod dlq;
 pub mod fast_path;
 pub mod group_commit;
 pub mod outbox;
@@ -14,6 +15,7 @@ pub mod polls;
 pub mod processes;
 pub mod resend;
 pub mod state;
+pub mod timeline;
 pub mod transactions;
 
 pub use outcomes::ReplyTarget;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 
+use super::dead_letters;
 use super::shared::Shared;
 use crate::broker;
 use crate::error::{ErrorClass, RelayError};
@@ -42,8 +43,9 @@ pub async fn consume_supervised<F, Fut>(
                     .await?;
             let shared = shared.clone();
             let prefetch = shared.config.broker.prefetch;
+            let queue: Arc<str> = Arc::from(name.as_str());
             let result = broker::consume(&conn, &name, prefetch, shutdown.clone(), move |d| {
-                settle_after(shared.clone(), d, handle)
+                settle_after(shared.clone(), queue.clone(), d, handle)
             })
             .await;
             let _ = conn.close(200, "consumer stopped".into()).await;
@@ -64,15 +66,21 @@ pub async fn consume_supervised<F, Fut>(
     }
 }
 
-/// Runs `handle` on one delivery, settles it, and wakes the callback worker (the handling
-/// may have committed an outcome).
-async fn settle_after<F, Fut>(shared: Arc<Shared>, delivery: Delivery, handle: F)
+/// Runs `handle` on one delivery from `queue` (its broker name), settles it, and wakes the
+/// callback worker (the handling may have committed an outcome). A message about to be
+/// dead-lettered is first recorded with its error, for operators.
+async fn settle_after<F, Fut>(shared: Arc<Shared>, queue: Arc<str>, delivery: Delivery, handle: F)
 where
     F: Fn(Arc<Shared>, Arc<Delivery>) -> Fut,
     Fut: Future<Output = Result<(), RelayError>>,
 {
     let delivery = Arc::new(delivery);
     let result = handle(shared.clone(), delivery.clone()).await;
+    if let Err(e) = &result
+        && e.class() != ErrorClass::Retryable
+    {
+        dead_letters::record_refused(&shared, &queue, &delivery, e).await;
+    }
     if let Err(e) = settle(&delivery, result).await {
         // The channel is gone; the broker redelivers the message elsewhere.
         tracing::warn!(error = %e, "could not settle the delivery");

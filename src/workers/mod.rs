@@ -12,8 +12,10 @@
 pub mod advice;
 pub mod callbacks;
 pub mod consumer;
+pub mod dead_letters;
 pub mod executor;
 pub mod follow_up;
+pub mod gauges;
 pub mod liveness;
 pub mod poller;
 pub mod relay;

@@ -9,7 +9,7 @@ use tokio::task::JoinSet;
 
 use super::consumer::consume_supervised;
 use super::shared::{Batches, Shared};
-use super::{advice, callbacks, executor, liveness, poller, sweeper};
+use super::{advice, callbacks, dead_letters, executor, gauges, liveness, poller, sweeper};
 use crate::broker::{self, Publisher, topology};
 use crate::config::Config;
 use crate::crypto::Sealer;
@@ -55,6 +55,10 @@ impl Relay {
         let mut tasks = JoinSet::new();
         spawn_consumers(&mut tasks, &shared, &shutdown);
         tasks.spawn(sweeper::sweep_until_shutdown(
+            shared.clone(),
+            shutdown.clone(),
+        ));
+        tasks.spawn(gauges::sample_until_shutdown(
             shared.clone(),
             shutdown.clone(),
         ));
@@ -200,7 +204,8 @@ async fn connect(config: Config) -> anyhow::Result<(Shared, Store)> {
 }
 
 /// One consumer per queue: each provider's commands, and its polls and advices if it has
-/// them; commands that match no provider are rejected by the executor too.
+/// them (commands that match no provider are rejected by the executor too), and the
+/// dead-letter queue.
 fn spawn_consumers(tasks: &mut JoinSet<()>, shared: &Arc<Shared>, shutdown: &Shutdown) {
     let mut commands = vec![shared.config.broker.unrouted_queue.clone()];
     let mut polls = Vec::new();
@@ -213,6 +218,9 @@ fn spawn_consumers(tasks: &mut JoinSet<()>, shared: &Arc<Shared>, shutdown: &Shu
     spawn_each(tasks, shared, shutdown, commands, executor::run_command);
     spawn_each(tasks, shared, shutdown, polls, poller::run_poll_wake_up);
     spawn_each(tasks, shared, shutdown, advices, advice::run_advice_wake_up);
+    // Dead letters into PostgreSQL, where operators read them (`dlq`).
+    let dead = vec![shared.config.broker.dead_queue.clone()];
+    spawn_each(tasks, shared, shutdown, dead, dead_letters::copy_from_queue);
 }
 
 /// A supervised consumer of each of `queues`, handling every delivery with `handle`.

@@ -39,7 +39,7 @@ pub(crate) fn provision(id: &str) -> Value {
     )
 }
 
-fn redeem(id: &str, code: &str) -> Value {
+pub(crate) fn redeem(id: &str, code: &str) -> Value {
     command(
         "redeem",
         id,
@@ -48,18 +48,18 @@ fn redeem(id: &str, code: &str) -> Value {
 }
 
 /// One command and its outcome, through the reply queue.
-struct Client {
-    reply_to: String,
-    replies: ReplyQueue,
+pub(crate) struct Client {
+    pub(crate) reply_to: String,
+    pub(crate) replies: ReplyQueue,
 }
 
 impl Client {
-    async fn new(env: &TestEnv) -> Client {
+    pub(crate) async fn new(env: &TestEnv) -> Client {
         let (reply_to, replies) = env.reply_queue().await;
         Client { reply_to, replies }
     }
 
-    async fn run(&mut self, env: &TestEnv, cmd: &Value) -> Outcome {
+    pub(crate) async fn run(&mut self, env: &TestEnv, cmd: &Value) -> Outcome {
         let id = cmd["command_id"].as_str().unwrap();
         env.publish(cmd, Some(&self.reply_to), id).await;
         let (corr, o) = next_outcomes(&mut self.replies, 1, WAIT).await.remove(0);
@@ -70,7 +70,10 @@ impl Client {
 
 /// Waits until every advice of `command_id` is settled; returns their (kind, operation,
 /// final status, attempts) in order.
-async fn settled_advices(env: &TestEnv, command_id: &str) -> Vec<(String, String, i32, i32)> {
+pub(crate) async fn settled_advices(
+    env: &TestEnv,
+    command_id: &str,
+) -> Vec<(String, String, i32, i32)> {
     let db = env.db().await;
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
@@ -105,7 +108,7 @@ async fn settled_advices(env: &TestEnv, command_id: &str) -> Vec<(String, String
 }
 
 /// Waits until the number `sql` returns reaches `at_least`.
-async fn until(db: &tokio_postgres::Client, sql: &str, at_least: i64, what: &str) {
+pub(crate) async fn until(db: &tokio_postgres::Client, sql: &str, at_least: i64, what: &str) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while scalar::<i64>(db, sql).await < at_least {
         assert!(tokio::time::Instant::now() < deadline, "{what}");
@@ -115,7 +118,7 @@ async fn until(db: &tokio_postgres::Client, sql: &str, at_least: i64, what: &str
 
 /// The next redemption times out after the sandbox applied it, and its reversal is then
 /// answered 503 `reversal_503s` times before the real answer.
-fn time_out_next_redemption(env: &TestEnv, reversal_503s: u32) {
+pub(crate) fn time_out_next_redemption(env: &TestEnv, reversal_503s: u32) {
     env.electrum
         .inject(Operation::Redeem, Fault::TimeoutAfterEffect, 1);
     if reversal_503s > 0 {
@@ -128,7 +131,7 @@ fn time_out_next_redemption(env: &TestEnv, reversal_503s: u32) {
 }
 
 /// Provisions a voucher, waits for its confirmation, and returns its code.
-async fn confirmed_voucher(env: &TestEnv, client: &mut Client, id: &str) -> String {
+pub(crate) async fn confirmed_voucher(env: &TestEnv, client: &mut Client, id: &str) -> String {
     let o = client.run(env, &provision(id)).await;
     assert_eq!(o.status, Status::Succeeded, "{o:?}");
     let advices = settled_advices(env, id).await;

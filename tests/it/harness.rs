@@ -285,10 +285,19 @@ impl TestEnv {
 
     /// `voucher-relay <args>` on this test's configuration file, with its environment.
     pub fn relay_command(&self, args: &[&str]) -> std::process::Command {
+        self.relay_command_on(&self.config_file(), args)
+    }
+
+    /// `voucher-relay <args>` on the configuration file `config`, with this test's environment.
+    pub fn relay_command_on(
+        &self,
+        config: &std::path::Path,
+        args: &[&str],
+    ) -> std::process::Command {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_voucher-relay"));
         command
             .arg("--config")
-            .arg(self.config_file())
+            .arg(config)
             .args(args)
             .env("AMQP_URL", amqp_url())
             .env("DATABASE_URL", &self.config.database.url)
@@ -303,10 +312,15 @@ impl TestEnv {
     /// Starts `voucher-relay run` as a separate process on this test's configuration, and
     /// waits until its consumers are attached.
     pub async fn spawn_relay_process(&self) -> std::process::Child {
-        let mut child = self
-            .relay_command(&["run"])
+        let mut command = self.relay_command(&["run"]);
+        command.stderr(std::process::Stdio::null());
+        self.spawn_relay(command).await
+    }
+
+    /// Starts `command` (a `voucher-relay run`), and waits until its consumers are attached.
+    pub async fn spawn_relay(&self, mut command: std::process::Command) -> std::process::Child {
+        let mut child = command
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
             .spawn()
             .expect("relay process starts");
         let queue = self.name("commands.csq");

@@ -251,6 +251,12 @@ impl ElectrumSandbox {
         }
     }
 
+    /// Drops the injected faults not met yet: the provider is "fixed" (a test replays what
+    /// parked while it was down).
+    pub fn clear_faults(&self) {
+        self.ledger().faults = Default::default();
+    }
+
     /// The counters so far.
     pub fn stats(&self) -> Stats {
         self.ledger().stats.clone()
