@@ -119,8 +119,8 @@ pub async fn record_refused(shared: &Shared, queue: &str, delivery: &Delivery, e
         attempts: deliveries(headers, 1),
         last_error: Some(&error_text),
         body: &delivery.data,
-        reply_to: reply_to(&delivery),
-        correlation_id: correlation_id(&delivery),
+        reply_to: reply_to(delivery),
+        correlation_id: correlation_id(delivery),
     };
     if let Err(e) = shared.store.record_dead_letter(&record).await {
         tracing::warn!(error = %e, "could not record the dead letter; its copy from the dead-letter queue will have no error");
