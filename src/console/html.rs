@@ -185,6 +185,20 @@ pub fn chart(points: &[(DateTime<Utc>, String, i64)], now: DateTime<Utc>) -> Str
     format!("{svg}<p class=\"muted\">{}</p>", legend.join(" &nbsp; "))
 }
 
+/// A reason filter as words and as the hidden field that carries it in a form.
+fn reason_filter(reason: Option<&str>) -> (String, String) {
+    match reason {
+        Some(r) => (
+            format!(" with reason <strong>{}</strong>", esc(r)),
+            format!(
+                "<input type=\"hidden\" name=\"reason\" value=\"{}\">",
+                esc(r)
+            ),
+        ),
+        None => (String::new(), String::new()),
+    }
+}
+
 /// One place's items, filtered, with bulk actions by the same filter.
 pub fn items(
     place: Place,
@@ -217,17 +231,7 @@ pub fn items(
             esc(i.last_error.as_deref().unwrap_or(""))
         );
     }
-    let filter = reason
-        .map(|r| format!(" with reason <strong>{}</strong>", esc(r)))
-        .unwrap_or_default();
-    let reason_field = reason
-        .map(|r| {
-            format!(
-                "<input type=\"hidden\" name=\"reason\" value=\"{}\">",
-                esc(r)
-            )
-        })
-        .unwrap_or_default();
+    let (filter, reason_field) = reason_filter(reason);
     let bulk = if total == 0 {
         String::new()
     } else {
@@ -319,17 +323,7 @@ pub fn confirm(
     count: usize,
     csrf: &str,
 ) -> String {
-    let filter = reason
-        .map(|r| format!(" with reason <strong>{}</strong>", esc(r)))
-        .unwrap_or_default();
-    let reason_field = reason
-        .map(|r| {
-            format!(
-                "<input type=\"hidden\" name=\"reason\" value=\"{}\">",
-                esc(r)
-            )
-        })
-        .unwrap_or_default();
+    let (filter, reason_field) = reason_filter(reason);
     format!(
         "<h1>{action} {count} item(s) of {}?</h1>\
          <form method=\"post\" action=\"/console/place/{}/act\" class=\"box warn\">\
