@@ -1,7 +1,8 @@
 //! Gauges that no event updates, sampled every [`EVERY`]: what waits in each dead-letter and
 //! parked place (`voucher_dlq_items{place}`, `voucher_dlq_oldest_age_seconds{place}`) and
-//! the depth of every configured queue (`voucher_queue_depth{queue}`). Every relay process
-//! exports the same values; alert rules take the max (deploy/prometheus/alerts.yml).
+//! the depth of every configured queue (`voucher_queue_depth{queue}`), which also tells
+//! `/readyz` whether the topology is whole. Every relay process exports the same values;
+//! alert rules take the max (deploy/prometheus/alerts.yml).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +49,7 @@ async fn sample_places(shared: &Shared) {
 async fn sample_queues(shared: &Shared) -> anyhow::Result<()> {
     let conn = crate::broker::connect(&shared.config.broker.url, "voucher-relay gauges").await?;
     let mut channel = conn.create_channel().await?;
+    let mut missing = Vec::new();
     for q in &shared.config.queues {
         let name = shared.config.name(&q.name);
         let passive = QueueDeclareOptions {
@@ -60,10 +62,22 @@ async fn sample_queues(shared: &Shared) -> anyhow::Result<()> {
         {
             Ok(queue) => metrics::gauge!("voucher_queue_depth", "queue" => q.name.clone())
                 .set(f64::from(queue.message_count())),
-            // A missing queue closes the channel; `topology check` says what is missing.
-            Err(_) => channel = conn.create_channel().await?,
+            // A missing queue closes the channel.
+            Err(_) => {
+                missing.push(name);
+                channel = conn.create_channel().await?;
+            }
         }
     }
+    let topology = if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "topology: queue(s) {} missing (voucher-relay topology declare)",
+            missing.join(", ")
+        ))
+    };
+    *shared.topology.lock().unwrap_or_else(|p| p.into_inner()) = topology;
     let _ = conn.close(200, "sampled".into()).await;
     Ok(())
 }

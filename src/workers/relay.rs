@@ -199,6 +199,7 @@ async fn connect(config: Config) -> anyhow::Result<(Shared, Store)> {
         deliverer,
         outbox_wakeup: Notify::new(),
         process,
+        topology: std::sync::Mutex::new(Ok(())),
     };
     Ok((shared, liveness_store))
 }

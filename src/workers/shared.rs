@@ -32,6 +32,9 @@ pub struct Shared {
     pub process: ProcessId,
     /// The common path's writes, many commands per transaction.
     pub batches: Batches,
+    /// Whether every queue of the config file was there at the last sample (see
+    /// [`super::gauges`]): `Err` names what is missing. `/readyz` reports it.
+    pub topology: std::sync::Mutex<Result<(), String>>,
 }
 
 /// The group-commit writers of the common path (see [`crate::store::group_commit`]).
@@ -78,8 +81,8 @@ impl Shared {
             .unwrap_or_default()
     }
 
-    /// Whether this relay can work now: PostgreSQL and RabbitMQ answer within 2 s each.
-    /// `Err` names what it waits for (for `/readyz`).
+    /// Whether this process can work: PostgreSQL and RabbitMQ answer within 2 s, and every
+    /// queue of the config file was there at the last sample. `Err` says what is wrong.
     pub async fn ready(&self) -> Result<(), String> {
         let limit = std::time::Duration::from_secs(2);
         let db = async {
@@ -96,10 +99,14 @@ impl Shared {
             Err(_) => return Err("PostgreSQL unavailable: no answer within 2 s".into()),
         }
         match tokio::time::timeout(limit, self.publisher.ready()).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(format!("RabbitMQ unavailable: {e}")),
-            Err(_) => Err("RabbitMQ unavailable: no answer within 2 s".into()),
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(format!("RabbitMQ unavailable: {e}")),
+            Err(_) => return Err("RabbitMQ unavailable: no answer within 2 s".into()),
         }
+        self.topology
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn tiers(&self) -> Tiers<'_> {

@@ -754,3 +754,35 @@ async fn wake_poll(env: &TestEnv, id: uuid::Uuid) {
         .await
         .unwrap();
 }
+
+/// `/readyz` covers the topology: a queue deleted under a running relay makes it unready
+/// within one sample (15 s), naming the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_queue_makes_the_relay_unready() {
+    let env = TestEnv::new().await;
+    let relay = env.start_relay().await;
+    assert_eq!(relay.shared.ready().await, Ok(()));
+    env.channel
+        .queue_delete(
+            env.name("voucher.rejected").as_str().into(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    let why = loop {
+        match relay.shared.ready().await {
+            Err(why) => break why,
+            Ok(()) => {
+                assert!(tokio::time::Instant::now() < deadline, "still ready");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    };
+    assert!(
+        why.contains("topology") && why.contains("voucher.rejected"),
+        "{why}"
+    );
+    relay.stop().await;
+    env.cleanup().await;
+}
