@@ -66,3 +66,15 @@ CREATE TABLE operator_actions (
 );
 CREATE INDEX operator_actions_tx ON operator_actions (transaction_id);
 CREATE INDEX operator_actions_at ON operator_actions (at);
+
+-- CSQ's assets repeat the voucher code (a barcode of its digits, a QR payload). The relay
+-- masks them from now on; the exchanges recorded before are masked here, since operators
+-- now read them (`tx show`, the console).
+UPDATE provider_exchanges
+SET response = jsonb_set(
+        response, '{items,0,extraInfo,additionalData}',
+        (SELECT jsonb_agg(CASE WHEN e->>'key' IN ('barcode', 'qr_payload')
+                               THEN jsonb_set(e, '{value}', '"****"') ELSE e END)
+         FROM jsonb_array_elements(response->'items'->0->'extraInfo'->'additionalData') e))
+WHERE jsonb_typeof(response->'items'->0->'extraInfo'->'additionalData') = 'array'
+  AND response::text ~ '"(barcode|qr_payload)"';

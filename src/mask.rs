@@ -5,7 +5,7 @@ use serde_json::Value;
 
 /// JSON keys whose values are never written out in clear, compared case-insensitively and
 /// ignoring `_`, so `redeemCode`, `redeem_code` and `REDEEM_CODE` are all caught.
-const SENSITIVE_KEYS: [&str; 17] = [
+const SENSITIVE_KEYS: [&str; 19] = [
     "redeemcode",
     "vouchercode",
     "code",
@@ -23,6 +23,9 @@ const SENSITIVE_KEYS: [&str; 17] = [
     "suppliertoken",
     "redeemaccount",
     "receivermessage",
+    // CSQ's additional data carries the code again: a barcode of its digits, a QR payload.
+    "barcode",
+    "qrpayload",
 ];
 
 fn is_sensitive(key: &str) -> bool {
@@ -114,5 +117,11 @@ mod tests {
         );
         assert_eq!(pairs["additionalData"][0]["value"], "****");
         assert_eq!(pairs["additionalData"][1]["value"], "x");
+        // The code again, inside CSQ's assets.
+        let assets = mask_json(&json!({"additionalData": [
+            {"key": "barcode", "value": "EAN13:123456789012"},
+            {"key": "qr_payload", "value": "VOUCHER:CSQ1:1234567890123456"}
+        ]}));
+        assert!(!assets.to_string().contains("123456789012"), "{assets}");
     }
 }

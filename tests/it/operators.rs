@@ -186,6 +186,7 @@ async fn wait_for(db: &tokio_postgres::Client, sql: &str, what: &str) {
 async fn operators_drain_every_place_from_the_cli() {
     let env = TestEnv::with_sandbox(SandboxOptions {
         draw_delay: Duration::from_secs(600),
+        additional_data_delay: Duration::from_millis(500),
         ..Default::default()
     })
     .await;
@@ -233,6 +234,16 @@ async fn operators_drain_every_place_from_the_cli() {
     let o = c2.run(&env, &cb).await;
     assert_eq!(o.status, Status::Succeeded, "{o:?}");
     voucher_secrets(&serde_json::to_value(&o).unwrap(), &mut secrets);
+
+    // A purchase whose assets come later: they repeat the code (a barcode, a QR payload).
+    let o = c2.run(&env, &purchase("ops-ad", 1002, None)).await;
+    assert_eq!(o.status, Status::Succeeded, "{o:?}");
+    voucher_secrets(&serde_json::to_value(&o).unwrap(), &mut secrets);
+    let ad = o.result.unwrap();
+    for key in ["barcode", "qr_payload"] {
+        let v = ad["additional_data"][key].as_str().unwrap();
+        secrets.push(v.rsplit(':').next().unwrap().to_string());
+    }
 
     // polls.parked: a raffle ticket waits for its draw; its stored partial result is then
     // corrupted, and the next poll cannot read it.
@@ -644,6 +655,20 @@ async fn operators_drain_every_place_from_the_cli() {
     .await;
     let timeline = op.ok(&["tx", "show", &cb_tx.to_string()]);
     assert!(timeline.contains("callback refused"), "{timeline}");
+    // By a serial the provider gave (CSQ's supplier reference).
+    let serial: String = scalar(
+        &db,
+        "SELECT e.response->'items'->0->>'supplierreference' FROM provider_exchanges e
+         JOIN transactions t ON t.id = e.transaction_id
+         WHERE t.command_id = 'ops-ad' AND e.operation = 'purchase'",
+    )
+    .await;
+    let timeline = op.ok(&["tx", "show", &serial]);
+    assert!(timeline.contains("command ops-ad"), "{timeline}");
+    assert!(timeline.contains("additional_data"), "{timeline}");
+    // Whole, every exchange untruncated: still no code.
+    let whole = op.json(&["tx", "show", &serial, "--json"]);
+    assert!(whole["steps"].as_array().unwrap().len() > 3, "{whole}");
     let json = op.json(&["tx", "show", "ops-dl", "--json"]);
     assert_eq!(json["transaction"]["status"], "succeeded");
     assert!(json["steps"].as_array().unwrap().len() >= 3, "{json}");
