@@ -12,6 +12,7 @@
 
 pub mod csq;
 pub mod electrum;
+pub mod govstack;
 pub mod http;
 pub mod step;
 pub mod work;

@@ -14,6 +14,7 @@ use lapin::types::{AMQPValue, FieldTable};
 
 use super::shared::Shared;
 use crate::error::RelayError;
+use crate::retry::until_done;
 use crate::store::dlq::{NewDeadLetter, dead_letter_key};
 
 /// The most recent death a message carries in its `x-death` header: the queue, the
@@ -156,7 +157,12 @@ pub async fn copy_from_queue(
         reply_to: reply_to(&delivery),
         correlation_id: correlation_id(&delivery),
     };
-    let new = shared.store.record_dead_letter(&record).await?;
+    // Held unacked while PostgreSQL is away: `voucher.dead` has no dead-letter queue of its
+    // own, so its delivery limit must not be spent on an outage.
+    let new = until_done("record dead letter", || {
+        shared.store.record_dead_letter(&record)
+    })
+    .await?;
     if new {
         metrics::counter!("voucher_dead_letters_recorded_total", "reason" => record.reason.to_owned())
             .increment(1);

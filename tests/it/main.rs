@@ -11,6 +11,7 @@ mod csq_flows;
 mod demo;
 mod electrum;
 mod electrum_sandbox;
+mod govstack_sandbox;
 mod harness;
 mod operators;
 mod polling;
